@@ -1,0 +1,3 @@
+using Cowfish.Cli;
+
+return Cli.Run(args, Console.Out, Console.Error);

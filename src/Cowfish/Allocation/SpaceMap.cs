@@ -1,0 +1,246 @@
+using System.Buffers.Binary;
+using System.Numerics;
+using Cowfish.Format;
+
+namespace Cowfish.Allocation;
+
+/// <summary>
+/// Free-space tracking with deferred reuse. Only the writer touches it, under the pool's writer lock.
+/// </summary>
+/// <remarks>
+/// Two bitmaps, one bit per block:
+/// <list type="bullet">
+/// <item><c>allocated</c> is what the next commit persists: blocks that the new state uses.</item>
+/// <item><c>busy</c> is what the allocator avoids: allocated blocks, plus blocks freed by a
+/// generation that is not yet durable or that a reader still pins. A block freed in generation g
+/// becomes reusable only when g is durable and no reader pins a generation below g.</item>
+/// </list>
+/// Every change made inside a transaction is logged so that an abort puts both bitmaps back.
+/// </remarks>
+internal sealed class SpaceMap
+{
+    private ulong[] _allocated;
+    private ulong[] _busy;
+    private ulong _total;
+    private ulong _cursor = Layout.FirstDataBlock;
+    private readonly HashSet<ulong> _dirtyPages = new();
+
+    // Transaction log: runs this transaction allocated (still live), and runs it freed that were
+    // allocated before it (their reuse is deferred).
+    private readonly Dictionary<ulong, uint> _txnAllocated = new();
+    private readonly List<(ulong Address, uint Blocks)> _txnDeferred = new();
+    private readonly List<(ulong Generation, List<(ulong Address, uint Blocks)> Runs)> _pending = new();
+    private ulong _pendingBlocks;
+
+    public SpaceMap(ulong totalBlocks)
+    {
+        _total = totalBlocks;
+        int words = WordsFor(totalBlocks);
+        _allocated = new ulong[words];
+        _busy = new ulong[words];
+        for (ulong b = 0; b < Layout.FirstDataBlock; b++) { Set(_allocated, b); Set(_busy, b); }
+        for (ulong p = 0; p < PageCount; p++) _dirtyPages.Add(p);
+    }
+
+    public ulong TotalBlocks => _total;
+    public ulong PageCount => (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+    public ulong PendingBlocks => _pendingBlocks;
+    public IReadOnlyCollection<ulong> DirtyPages => _dirtyPages;
+
+    /// <summary>Raised when the map grows the pool; the engine resizes the device at commit.</summary>
+    public ulong GrowthIncrement { get; set; } = 1024;
+
+    public bool IsAllocated(ulong block) => block < _total && Get(_allocated, block);
+
+    public ulong CountAllocated()
+    {
+        ulong n = 0;
+        foreach (var w in _allocated) n += (ulong)BitOperations.PopCount(w);
+        return n;
+    }
+
+    /// <summary>Allocates <paramref name="blocks"/> contiguous blocks, growing the pool if no free run is long enough.</summary>
+    public ulong Allocate(uint blocks)
+    {
+        if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
+        ulong start = FindRun(_cursor, _total, blocks);
+        if (start == 0) start = FindRun(Layout.FirstDataBlock, _cursor, blocks);
+        if (start == 0)
+        {
+            ulong oldTotal = _total;
+            // Start the new run at the free tail of the old space, if any, to keep it contiguous.
+            ulong tailFree = 0;
+            while (tailFree < oldTotal - Layout.FirstDataBlock && !Get(_busy, oldTotal - tailFree - 1)) tailFree++;
+            Grow(Math.Max(blocks, GrowthIncrement));
+            start = FindRun(oldTotal - tailFree, _total, blocks);
+            System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
+        }
+        for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); Set(_busy, b); }
+        MarkDirty(start, blocks);
+        _txnAllocated[start] = blocks;
+        _cursor = start + blocks;
+        return start;
+    }
+
+    /// <summary>
+    /// Frees a run. A run this transaction allocated is free at once (no committed state has seen it);
+    /// any other run stays busy until its generation is durable and unpinned.
+    /// </summary>
+    public void Free(ulong address, uint blocks)
+    {
+        if (address < Layout.FirstDataBlock || address + blocks > _total)
+            throw new InvalidOperationException($"freeing blocks {address}+{blocks} outside the pool ({_total} blocks)");
+        for (ulong b = address; b < address + blocks; b++)
+        {
+            if (!Get(_allocated, b)) throw new InvalidOperationException($"double free of block {b}");
+            Clear(_allocated, b);
+        }
+        MarkDirty(address, blocks);
+        if (_txnAllocated.TryGetValue(address, out uint n) && n == blocks)
+        {
+            _txnAllocated.Remove(address);
+            for (ulong b = address; b < address + blocks; b++) Clear(_busy, b);
+            if (address < _cursor) _cursor = address;
+        }
+        else _txnDeferred.Add((address, blocks));
+    }
+
+    /// <summary>Ends the transaction's log: its deferred frees now wait for <paramref name="generation"/>.</summary>
+    public void CommitTransaction(ulong generation)
+    {
+        if (_txnDeferred.Count > 0)
+        {
+            var runs = new List<(ulong, uint)>(_txnDeferred);
+            foreach (var r in runs) _pendingBlocks += r.Item2;
+            _pending.Add((generation, runs));
+        }
+        _txnDeferred.Clear();
+        _txnAllocated.Clear();
+    }
+
+    /// <summary>Undoes every allocation and free made since the last commit.</summary>
+    public void AbortTransaction()
+    {
+        foreach (var (addr, n) in _txnAllocated)
+            for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); Clear(_busy, b); MarkDirty(b, 1); }
+        foreach (var (addr, n) in _txnDeferred)
+            for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
+        _txnAllocated.Clear();
+        _txnDeferred.Clear();
+    }
+
+    /// <summary>Makes reusable every run freed by a generation at or below both bounds.</summary>
+    public void Release(ulong durableGeneration, ulong oldestPinnedGeneration)
+    {
+        ulong limit = Math.Min(durableGeneration, oldestPinnedGeneration);
+        int kept = 0;
+        for (int i = 0; i < _pending.Count; i++)
+        {
+            var (gen, runs) = _pending[i];
+            if (gen <= limit)
+            {
+                foreach (var (addr, n) in runs)
+                {
+                    for (ulong b = addr; b < addr + n; b++)
+                        if (!Get(_allocated, b)) Clear(_busy, b);
+                    _pendingBlocks -= n;
+                    if (addr < _cursor) _cursor = addr;
+                }
+            }
+            else _pending[kept++] = _pending[i];
+        }
+        _pending.RemoveRange(kept, _pending.Count - kept);
+    }
+
+    // --- persistence ----------------------------------------------------------------------
+
+    /// <summary>Encodes page <paramref name="page"/> of the allocated bitmap into a block (header sealed by the caller).</summary>
+    public void EncodePage(ulong page, Span<byte> block)
+    {
+        block.Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(block[BlockHeader.KindSpecificOffset..], page);
+        var bits = block[Layout.BlockHeaderSize..];
+        ulong first = page * Layout.BitsPerPage;
+        int words = Layout.BitmapBytesPerPage / 8;
+        for (int w = 0; w < words; w++)
+        {
+            ulong word = (first / 64) + (ulong)w;
+            ulong v = word < (ulong)_allocated.Length ? _allocated[word] : 0;
+            BinaryPrimitives.WriteUInt64LittleEndian(bits[(w * 8)..], v);
+        }
+    }
+
+    /// <summary>Loads a page read from disk into both bitmaps (at open, nothing is pending).</summary>
+    public void LoadPage(ulong page, ReadOnlySpan<byte> block)
+    {
+        var bits = block[Layout.BlockHeaderSize..];
+        ulong first = page * Layout.BitsPerPage;
+        int words = Layout.BitmapBytesPerPage / 8;
+        for (int w = 0; w < words; w++)
+        {
+            ulong word = (first / 64) + (ulong)w;
+            if (word >= (ulong)_allocated.Length) break;
+            ulong v = BinaryPrimitives.ReadUInt64LittleEndian(bits[(w * 8)..]);
+            _allocated[word] = v;
+            _busy[word] = v;
+        }
+        _dirtyPages.Remove(page);
+    }
+
+    /// <summary>Bits past the end of the pool must be clear; returns the first set one, or 0.</summary>
+    public ulong FirstBitBeyondEnd()
+    {
+        for (ulong b = _total; b < (ulong)_allocated.Length * 64; b++) if (Get(_allocated, b)) return b;
+        return 0;
+    }
+
+    public void ClearDirty() => _dirtyPages.Clear();
+
+    private void MarkDirty(ulong address, uint blocks)
+    {
+        ulong first = address / Layout.BitsPerPage, last = (address + blocks - 1) / Layout.BitsPerPage;
+        for (ulong p = first; p <= last; p++) _dirtyPages.Add(p);
+    }
+
+    private void Grow(ulong extra)
+    {
+        ulong oldPages = PageCount;
+        _total += extra;
+        int words = WordsFor(_total);
+        if (words > _allocated.Length)
+        {
+            int cap = Math.Max(words, _allocated.Length * 2);
+            Array.Resize(ref _allocated, cap);
+            Array.Resize(ref _busy, cap);
+        }
+        for (ulong p = oldPages; p < PageCount; p++) _dirtyPages.Add(p);
+    }
+
+    /// <summary>First block of a run of <paramref name="blocks"/> non-busy blocks in [from, to), or 0.</summary>
+    private ulong FindRun(ulong from, ulong to, uint blocks)
+    {
+        ulong b = Math.Max(from, Layout.FirstDataBlock);
+        while (b + blocks <= to)
+        {
+            // Skip whole busy words quickly.
+            if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
+            if (Get(_busy, b)) { b++; continue; }
+            ulong run = 1;
+            while (run < blocks && !Get(_busy, b + run)) run++;
+            if (run == blocks) return b;
+            b += run + 1;
+        }
+        return 0;
+    }
+
+    private static int WordsFor(ulong blocks)
+    {
+        // Whole pages, so that page encoding never reads past the array.
+        ulong pages = (blocks + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+        return (int)(pages * Layout.BitsPerPage / 64);
+    }
+
+    private static bool Get(ulong[] bits, ulong b) => (bits[b >> 6] & (1UL << (int)(b & 63))) != 0;
+    private static void Set(ulong[] bits, ulong b) => bits[b >> 6] |= 1UL << (int)(b & 63);
+    private static void Clear(ulong[] bits, ulong b) => bits[b >> 6] &= ~(1UL << (int)(b & 63));
+}

@@ -1,0 +1,110 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Cowfish.Devices;
+
+/// <summary>
+/// A pool held in a host file: positional reads and writes (pread/pwrite) and fdatasync.
+/// The file is locked exclusively (flock) for as long as the device is open, so a pool is
+/// open in one process at a time.
+/// </summary>
+public sealed class FileDevice : IBlockDevice
+{
+    private readonly SafeFileHandle _handle;
+    private readonly string _path;
+    private long _length;
+
+    private FileDevice(SafeFileHandle handle, string path)
+    {
+        _handle = handle;
+        _path = path;
+        _length = RandomAccess.GetLength(handle);
+    }
+
+    public string Path => _path;
+
+    /// <summary>Opens an existing file, or creates one when <paramref name="create"/> is set.</summary>
+    public static FileDevice Open(string path, bool create = false, bool readOnly = false)
+    {
+        var mode = create ? FileMode.CreateNew : FileMode.Open;
+        var access = readOnly ? FileAccess.Read : FileAccess.ReadWrite;
+        try
+        {
+            var h = File.OpenHandle(path, mode, access, FileShare.None);
+            return new FileDevice(h, path);
+        }
+        catch (IOException e) when (e is not FileNotFoundException && e is not DirectoryNotFoundException
+                                    && File.Exists(path) && !create)
+        {
+            throw new PoolBusyException(path, e);
+        }
+    }
+
+    public long Length => Interlocked.Read(ref _length);
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        try
+        {
+            while (!buffer.IsEmpty)
+            {
+                int n = RandomAccess.Read(_handle, buffer, offset);
+                if (n == 0) { buffer.Clear(); return; }
+                buffer = buffer[n..];
+                offset += n;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DeviceIOException($"read of {buffer.Length} bytes at offset {offset} of {_path} failed: {e.Message}", e);
+        }
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> buffer)
+    {
+        try
+        {
+            RandomAccess.Write(_handle, buffer, offset);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DeviceIOException($"write of {buffer.Length} bytes at offset {offset} of {_path} failed: {e.Message}", e);
+        }
+        long end = offset + buffer.Length;
+        long cur;
+        while (end > (cur = Interlocked.Read(ref _length)) && Interlocked.CompareExchange(ref _length, end, cur) != cur) { }
+    }
+
+    public void Flush()
+    {
+        bool ok = false;
+        _handle.DangerousAddRef(ref ok);
+        try
+        {
+            if (fdatasync((int)_handle.DangerousGetHandle()) != 0)
+                throw new DeviceIOException($"fdatasync of {_path} failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+        finally
+        {
+            if (ok) _handle.DangerousRelease();
+        }
+    }
+
+    public void SetLength(long length)
+    {
+        try
+        {
+            RandomAccess.SetLength(_handle, length);
+            Interlocked.Exchange(ref _length, length);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DeviceIOException($"resizing {_path} to {length} bytes failed: {e.Message}", e);
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int fdatasync(int fd);
+}

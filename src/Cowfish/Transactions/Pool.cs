@@ -1,0 +1,246 @@
+using Cowfish.Allocation;
+using Cowfish.Devices;
+using Cowfish.Format;
+using Cowfish.Trees;
+
+namespace Cowfish.Transactions;
+
+/// <summary>
+/// An open pool: one writer at a time, any number of readers, each pinned to a committed state.
+/// </summary>
+/// <remarks>
+/// Lock order: <c>_writer</c> → <c>_flushGate</c> → <c>_stateGate</c>. A commit stages its state under
+/// the writer lock, lets the next writer in, and then makes itself durable under the flush gate, where
+/// one flush pair covers every commit staged so far (group commit).
+/// </remarks>
+public sealed class Pool : IDisposable
+{
+    private readonly IBlockDevice _device;
+    private readonly bool _ownsDevice;
+    private readonly SemaphoreSlim _writer = new(1, 1);
+    private readonly object _flushGate = new();
+    // Guards _durable, _durableSlot, _readers and _failure.
+    private readonly object _stateGate = new();
+    private readonly SortedDictionary<ulong, int> _readers = new();
+    private Superblock _durable;
+    private int _durableSlot;
+    private Superblock _staged; // written only under _writer
+    private ulong _nextGeneration; // under _writer
+    private Exception? _failure;
+    private long _superblockWrites;
+    private bool _disposed;
+
+    internal Pool(IBlockDevice device, bool ownsDevice, PoolOptions options, Superblock sb, int slot, SpaceMap map)
+    {
+        _device = device;
+        _ownsDevice = ownsDevice;
+        Options = options;
+        Store = new NodeStore(device, options.CacheNodes);
+        Space = map;
+        _durable = _staged = sb;
+        _durableSlot = slot;
+        _nextGeneration = sb.Generation + 1;
+        map.GrowthIncrement = options.GrowthBlocks;
+    }
+
+    public PoolOptions Options { get; }
+    internal NodeStore Store { get; }
+    internal SpaceMap Space { get; }
+    internal IBlockDevice Device => _device;
+
+    /// <summary>Superblock writes so far; each is one durable group of commits.</summary>
+    public long DurableFlushes => Interlocked.Read(ref _superblockWrites);
+
+    /// <summary>Generation of the newest durable commit.</summary>
+    public Generation DurableGeneration { get { lock (_stateGate) return new Generation(_durable.Generation); } }
+
+    // --- opening --------------------------------------------------------------------------
+
+    /// <summary>Creates a new pool file; fails if the file exists.</summary>
+    public static Pool Create(string path, PoolOptions? options = null)
+    {
+        var dev = FileDevice.Open(path, create: true);
+        try { return Create(dev, options, ownsDevice: true); }
+        catch { dev.Dispose(); File.Delete(path); throw; }
+    }
+
+    /// <summary>Opens an existing pool file, locking it against other processes.</summary>
+    public static Pool Open(string path, PoolOptions? options = null)
+    {
+        if (!File.Exists(path)) throw new InvalidRequestException($"pool {path} does not exist");
+        var dev = FileDevice.Open(path);
+        try { return Open(dev, options, ownsDevice: true); }
+        catch { dev.Dispose(); throw; }
+    }
+
+    /// <summary>Formats <paramref name="device"/> as an empty pool and opens it.</summary>
+    public static Pool Create(IBlockDevice device, PoolOptions? options = null, bool ownsDevice = false)
+        => PoolFormatter.Format(device, options ?? new PoolOptions(), ownsDevice);
+
+    /// <summary>Opens the pool on <paramref name="device"/> at its newest valid superblock.</summary>
+    public static Pool Open(IBlockDevice device, PoolOptions? options = null, bool ownsDevice = false)
+        => PoolLoader.Load(device, options ?? new PoolOptions(), ownsDevice);
+
+    // --- transactions ---------------------------------------------------------------------
+
+    /// <summary>Pins the newest durable state. Never blocks on the writer.</summary>
+    public ReadTransaction BeginRead()
+    {
+        lock (_stateGate)
+        {
+            ThrowIfUnusable();
+            var sb = _durable;
+            _readers[sb.Generation] = _readers.GetValueOrDefault(sb.Generation) + 1;
+            return new ReadTransaction(this, sb);
+        }
+    }
+
+    /// <summary>Starts the one write transaction, waiting for the current writer to finish.</summary>
+    public WriteTransaction BeginWrite()
+    {
+        ThrowIfUnusable();
+        _writer.Wait();
+        try
+        {
+            ThrowIfUnusable();
+            ReleaseFreedBlocks();
+            ulong gen = _nextGeneration++;
+            return new WriteTransaction(this, _staged, gen);
+        }
+        catch
+        {
+            _writer.Release();
+            throw;
+        }
+    }
+
+    internal void Unpin(ulong generation)
+    {
+        lock (_stateGate)
+        {
+            int n = _readers[generation] - 1;
+            if (n == 0) _readers.Remove(generation); else _readers[generation] = n;
+        }
+    }
+
+    /// <summary>Oldest generation a live reader pins, or the newest durable one when there is none.</summary>
+    internal ulong OldestPinned()
+    {
+        lock (_stateGate)
+        {
+            foreach (var kv in _readers) return kv.Key;
+            return _durable.Generation;
+        }
+    }
+
+    private void ReleaseFreedBlocks()
+    {
+        ulong durable, oldest;
+        lock (_stateGate)
+        {
+            durable = _durable.Generation;
+            oldest = durable;
+            foreach (var kv in _readers) { oldest = kv.Key; break; }
+        }
+        Space.Release(durable, oldest);
+    }
+
+    /// <summary>Called by a committing writer, under the writer lock: the state becomes the base of the next writer.</summary>
+    internal void Stage(Superblock sb)
+    {
+        _staged = sb;
+        long needed = Layout.ByteOffset(sb.TotalBlocks);
+        if (_device.Length < needed) _device.SetLength(needed);
+    }
+
+    internal void EndWrite() => _writer.Release();
+
+    /// <summary>
+    /// Makes every staged commit up to <paramref name="generation"/> durable: flush the nodes, write
+    /// the superblock to the slot that does not hold the newest durable one, flush again.
+    /// </summary>
+    internal void MakeDurable(ulong generation)
+    {
+        lock (_flushGate)
+        {
+            ThrowIfUnusable();
+            Superblock target;
+            int slot;
+            lock (_stateGate)
+            {
+                if (_durable.Generation >= generation) return;
+                slot = 1 - _durableSlot;
+            }
+            // _staged may be replaced by a concurrent writer; any staged state is fully written.
+            target = Volatile.Read(ref _staged);
+            try
+            {
+                _device.Flush();
+                var buf = new byte[Layout.BlockSize];
+                target.Encode(buf);
+                _device.Write(Layout.ByteOffset((ulong)slot), buf);
+                _device.Flush();
+            }
+            catch (Exception e)
+            {
+                Fail(e);
+                throw new EngineFailedException(e);
+            }
+            Interlocked.Increment(ref _superblockWrites);
+            lock (_stateGate)
+            {
+                _durable = target;
+                _durableSlot = slot;
+            }
+        }
+    }
+
+    /// <summary>Marks the pool unusable after a failed write or flush; every later call refuses.</summary>
+    internal void Fail(Exception cause)
+    {
+        lock (_stateGate) _failure ??= cause;
+    }
+
+    internal void ThrowIfUnusable()
+    {
+        lock (_stateGate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_failure is not null) throw new EngineFailedException(_failure);
+        }
+    }
+
+    public bool IsFailed { get { lock (_stateGate) return _failure is not null; } }
+
+    /// <summary>Facts about the newest durable state.</summary>
+    public PoolInfo Info()
+    {
+        using var rt = BeginRead();
+        return rt.Info();
+    }
+
+    public void Dispose()
+    {
+        lock (_stateGate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+        }
+        if (_ownsDevice) _device.Dispose();
+    }
+}
+
+/// <summary>What <c>cowfish info</c> shows.</summary>
+public sealed record PoolInfo(
+    uint FormatVersion,
+    Guid PoolId,
+    ulong Generation,
+    int BlockSize,
+    ulong TotalBlocks,
+    ulong UsedBlocks,
+    ulong FreeBlocks,
+    int Trees,
+    DateTimeOffset Created)
+{
+    public ulong SizeBytes => TotalBlocks * (ulong)BlockSize;
+}

@@ -1,0 +1,79 @@
+using Cowfish.Allocation;
+using Cowfish.Trees;
+
+namespace Cowfish.Transactions;
+
+/// <summary>
+/// The space of the pool's own bookkeeping trees (catalog, reference counts, space map): they are
+/// never shared, so every block has exactly one reference.
+/// </summary>
+internal sealed class PrivateSpace(SpaceMap map, NodeStore store, ulong generation) : ITreeSpace
+{
+    public ulong Generation => generation;
+    public NodeStore Store => store;
+    public uint RefCount(ulong address) => 1;
+    public void AddRef(ulong address, uint blocks) => throw new InvalidOperationException("bookkeeping trees are never shared");
+    public void Release(ulong address, uint blocks) => map.Free(address, blocks);
+    public ulong AllocateNode() => map.Allocate(1);
+}
+
+/// <summary>
+/// The space of user trees, which clones share. Counts of blocks referenced more than once live in
+/// the reference-count tree; this transaction's changes sit in an overlay until commit writes them.
+/// A block with no entry has one reference.
+/// </summary>
+internal sealed class SharedSpace : ITreeSpace
+{
+    private readonly SpaceMap _map;
+    private readonly TreeReader _committedCounts;
+    // Absolute counts this transaction changed; 1 (or a freed block) means "no entry" at commit.
+    private readonly Dictionary<ulong, uint> _overlay = new();
+
+    public SharedSpace(SpaceMap map, NodeStore store, ulong generation, ulong refCountRoot)
+    {
+        _map = map;
+        Store = store;
+        Generation = generation;
+        _committedCounts = new TreeReader(store, refCountRoot, TreeKind.RefCount);
+    }
+
+    public ulong Generation { get; }
+    public NodeStore Store { get; }
+    public IReadOnlyDictionary<ulong, uint> Overlay => _overlay;
+
+    public uint RefCount(ulong address)
+    {
+        if (_overlay.TryGetValue(address, out uint rc)) return rc;
+        if (_committedCounts.TryGet(CatalogKeys.U64Key(address), out var v))
+        {
+            ulong n = CatalogKeys.ParseU64Value(v, address);
+            if (n < 2 || n > uint.MaxValue) throw new CorruptionException(address, "reference count", "2.." + uint.MaxValue, n.ToString());
+            return (uint)n;
+        }
+        return 1;
+    }
+
+    public void AddRef(ulong address, uint blocks)
+    {
+        uint rc = RefCount(address);
+        if (rc == uint.MaxValue) throw new InvalidRequestException($"block {address} is shared too many times");
+        _overlay[address] = rc + 1;
+    }
+
+    public void Release(ulong address, uint blocks)
+    {
+        uint rc = RefCount(address);
+        if (rc > 1) { _overlay[address] = rc - 1; return; }
+        _overlay[address] = 1;
+        _map.Free(address, blocks);
+    }
+
+    public ulong AllocateNode()
+    {
+        ulong a = _map.Allocate(1);
+        // A free block has no committed count; only a block freed earlier in this transaction can
+        // have an overlay entry, and that entry already says 1.
+        System.Diagnostics.Debug.Assert(!_overlay.TryGetValue(a, out uint rc) || rc == 1, "allocated a block that still has references");
+        return a;
+    }
+}

@@ -1,0 +1,251 @@
+using Cowfish.Format;
+using Cowfish.Trees;
+
+namespace Cowfish.Transactions;
+
+/// <summary>
+/// The pool's one write transaction. Changes are private until <see cref="Commit"/> returns, at
+/// which point they are durable. Disposing without committing aborts.
+/// </summary>
+public sealed class WriteTransaction : IDisposable
+{
+    private readonly Pool _pool;
+    private readonly Superblock _base;
+    private readonly ulong _gen;
+    private readonly PrivateSpace _private;
+    private readonly SharedSpace _shared;
+    private readonly TreeWriter _catalog;
+    private readonly Dictionary<ulong, TreeWriter> _open = new();
+    private ulong _nextTreeId, _nextDropSeq;
+    private bool _done;
+
+    internal WriteTransaction(Pool pool, Superblock baseState, ulong generation)
+    {
+        _pool = pool;
+        _base = baseState;
+        _gen = generation;
+        _private = new PrivateSpace(pool.Space, pool.Store, generation);
+        _shared = new SharedSpace(pool.Space, pool.Store, generation, baseState.RefCountRoot);
+        _catalog = baseState.CatalogRoot == 0
+            ? TreeWriter.CreateEmpty(_private, TreeKind.Catalog)
+            : new TreeWriter(_private, baseState.CatalogRoot, TreeKind.Catalog);
+        _nextTreeId = baseState.NextTreeId;
+        _nextDropSeq = baseState.NextDropSeq;
+    }
+
+    public Generation Generation => new(_gen);
+
+    // --- trees ----------------------------------------------------------------------------
+
+    /// <summary>Creates an empty tree.</summary>
+    public TreeId CreateTree() => Guard(() =>
+    {
+        ulong id = _nextTreeId++;
+        var w = TreeWriter.CreateEmpty(_shared, TreeKind.Plain);
+        _open[id] = w;
+        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(0, TreeKind.Plain));
+        return new TreeId(id);
+    });
+
+    public bool TreeExists(TreeId id) => Guard(() => _catalog.TryGet(CatalogKeys.Tree(id.Value), out _));
+
+    public IReadOnlyList<TreeId> ListTrees() => Guard(() => Catalog.ListTrees(_catalog));
+
+    /// <summary>
+    /// Makes a new tree with the same contents in O(1): both trees share the root, whose reference
+    /// count goes up by one. Later changes to either copy shadow only the nodes they touch.
+    /// </summary>
+    public TreeId CloneTree(TreeId source) => Guard(() =>
+    {
+        var w = Writer(source);
+        ulong root = SpillTree(source.Value, w);
+        _shared.AddRef(root, 1);
+        ulong id = _nextTreeId++;
+        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
+        return new TreeId(id);
+    });
+
+    /// <summary>
+    /// Removes a tree at once. Its blocks are given back in the background: each commit releases a
+    /// bounded number of its nodes (see <see cref="PoolOptions.DropBudgetPerCommit"/>).
+    /// </summary>
+    public void DropTree(TreeId id) => Guard(() =>
+    {
+        var w = Writer(id);
+        ulong root = SpillTree(id.Value, w);
+        _open.Remove(id.Value);
+        _catalog.Delete(CatalogKeys.Tree(id.Value));
+        _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(root));
+        return 0;
+    });
+
+    public bool TryGet(TreeId tree, byte[] key, out byte[] value)
+    {
+        byte[] v = Array.Empty<byte>();
+        bool found = Guard(() => Writer(tree).TryGet(key, out v));
+        value = v;
+        return found;
+    }
+
+    /// <summary>Inserts or replaces.</summary>
+    public void Put(TreeId tree, byte[] key, byte[] value) => Guard(() => { Writer(tree).Put(key, value); return 0; });
+
+    public bool Delete(TreeId tree, byte[] key) => Guard(() => Writer(tree).Delete(key));
+
+    /// <summary>Entries with from ≤ key &lt; to. The tree must not change while the scan runs.</summary>
+    public IEnumerable<KeyValuePair<byte[], byte[]>> Scan(TreeId tree, byte[]? from = null, byte[]? to = null, bool reverse = false)
+    {
+        EnsureActive();
+        return Writer(tree).Scan(from, to, reverse);
+    }
+
+    /// <summary>Dropped-tree nodes not yet released.</summary>
+    public int PendingDrops => Guard(() => _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.DropPrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).Count());
+
+    // --- commit ---------------------------------------------------------------------------
+
+    /// <summary>Writes everything, then returns once the commit is durable (possibly sharing a flush with other commits).</summary>
+    public void Commit()
+    {
+        EnsureActive();
+        try
+        {
+            foreach (var (id, w) in _open) SpillTree(id, w);
+            ReleaseDropped(_pool.Options.DropBudgetPerCommit);
+            ulong catalogRoot = _catalog.Spill();
+            ulong refRoot = WriteRefCounts();
+            var spaceTree = _base.SpaceMapRoot == 0
+                ? TreeWriter.CreateEmpty(_private, TreeKind.SpaceMap)
+                : new TreeWriter(_private, _base.SpaceMapRoot, TreeKind.SpaceMap);
+            ulong spaceRoot = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
+            var sb = _base with
+            {
+                Generation = _gen,
+                TotalBlocks = _pool.Space.TotalBlocks,
+                CatalogRoot = catalogRoot,
+                RefCountRoot = refRoot,
+                SpaceMapRoot = spaceRoot,
+                NextTreeId = _nextTreeId,
+                NextDropSeq = _nextDropSeq,
+            };
+            _pool.Space.CommitTransaction(_gen);
+            _pool.Stage(sb);
+        }
+        catch (Exception e)
+        {
+            _pool.Space.AbortTransaction();
+            Finish();
+            if (e is DeviceIOException) { _pool.Fail(e); throw new EngineFailedException(e); }
+            throw;
+        }
+        Finish();
+        _pool.MakeDurable(_gen);
+        _pool.Options.AfterCommit?.Invoke(_pool);
+    }
+
+    /// <summary>Discards every change.</summary>
+    public void Abort()
+    {
+        if (_done) return;
+        _pool.Space.AbortTransaction();
+        Finish();
+    }
+
+    public void Dispose() => Abort();
+
+    private void Finish()
+    {
+        _done = true;
+        _pool.EndWrite();
+    }
+
+    // --- helpers --------------------------------------------------------------------------
+
+    private TreeWriter Writer(TreeId id)
+    {
+        if (_open.TryGetValue(id.Value, out var w)) return w;
+        if (!_catalog.TryGet(CatalogKeys.Tree(id.Value), out var v) || !CatalogKeys.TryParseTree(CatalogKeys.Tree(id.Value), v, out _, out ulong root, out var kind))
+            throw new InvalidRequestException($"tree {id} does not exist");
+        w = new TreeWriter(_shared, root, kind);
+        _open[id.Value] = w;
+        return w;
+    }
+
+    /// <summary>Writes a tree's dirty nodes and records its root in the catalog if it moved.</summary>
+    private ulong SpillTree(ulong id, TreeWriter w)
+    {
+        ulong before = w.CommittedRoot;
+        ulong root = w.Spill();
+        if (root != before || before == 0) _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
+        return root;
+    }
+
+    /// <summary>
+    /// Background reclaim: takes up to <paramref name="budget"/> node references off the drop queue.
+    /// A shared node just loses one reference; a node's last reference frees it and queues its children.
+    /// </summary>
+    private void ReleaseDropped(int budget)
+    {
+        var start = CatalogKeys.PrefixStart(CatalogKeys.DropPrefix);
+        var end = CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix);
+        var refs = new List<(ulong, uint)>();
+        for (int done = 0; done < budget; done++)
+        {
+            var first = _catalog.Scan(start, end).FirstOrDefault();
+            if (first.Key is null) break;
+            if (!CatalogKeys.TryParseDrop(first.Key, first.Value, out _, out ulong addr))
+                throw new CorruptionException(_catalog.CommittedRoot, "drop-queue entry", "9-byte key, 8-byte value", $"{first.Key.Length}/{first.Value.Length} bytes");
+            _catalog.Delete(first.Key);
+            if (_shared.RefCount(addr) > 1) { _shared.Release(addr, 1); continue; }
+            var node = _pool.Store.Read(addr);
+            if (!node.IsLeaf)
+            {
+                foreach (ulong child in node.Children!)
+                    _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(child));
+            }
+            else if (ValueReferences.For(node.Kind) is { } vr)
+            {
+                foreach (var v in node.Values!)
+                {
+                    refs.Clear();
+                    vr.Collect(v, refs);
+                    foreach (var (a, b) in refs) _shared.Release(a, b);
+                }
+            }
+            _shared.Release(addr, 1);
+        }
+    }
+
+    private ulong WriteRefCounts()
+    {
+        if (_shared.Overlay.Count == 0 && _base.RefCountRoot != 0) return _base.RefCountRoot;
+        var tree = _base.RefCountRoot == 0
+            ? TreeWriter.CreateEmpty(_private, TreeKind.RefCount)
+            : new TreeWriter(_private, _base.RefCountRoot, TreeKind.RefCount);
+        foreach (var (addr, rc) in _shared.Overlay.OrderBy(kv => kv.Key))
+        {
+            var key = CatalogKeys.U64Key(addr);
+            if (rc <= 1) tree.Delete(key);
+            else tree.Put(key, CatalogKeys.U64Value(rc));
+        }
+        return tree.Spill();
+    }
+
+    private void EnsureActive()
+    {
+        if (_done) throw new InvalidRequestException("the transaction has already committed or aborted");
+        _pool.ThrowIfUnusable();
+    }
+
+    /// <summary>Runs an operation; an I/O failure makes the pool unusable, since memory may now be ahead of disk.</summary>
+    private T Guard<T>(Func<T> op)
+    {
+        EnsureActive();
+        try { return op(); }
+        catch (DeviceIOException e)
+        {
+            _pool.Fail(e);
+            throw new EngineFailedException(e);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+using System.Collections.Concurrent;
+using Cowfish.Devices;
+using Cowfish.Format;
+
+namespace Cowfish.Trees;
+
+/// <summary>
+/// Reads and writes metadata blocks, with a cache of decoded nodes. Clean nodes are immutable,
+/// so readers on any thread share them without locks. The cache is bounded by a CLOCK sweep.
+/// </summary>
+internal sealed class NodeStore
+{
+    private sealed class Entry(Node node)
+    {
+        public readonly Node Node = node;
+        public volatile bool Referenced = true;
+    }
+
+    private readonly IBlockDevice _device;
+    private readonly ConcurrentDictionary<ulong, Entry> _cache = new();
+    private readonly int _capacity;
+    // Serialises eviction sweeps only; lookups and inserts never take it.
+    private readonly object _sweepGate = new();
+    private long _reads, _hits;
+
+    [ThreadStatic] private static byte[]? t_buffer;
+
+    public NodeStore(IBlockDevice device, int cacheNodes)
+    {
+        _device = device;
+        _capacity = Math.Max(64, cacheNodes);
+    }
+
+    public IBlockDevice Device => _device;
+    public long Reads => Interlocked.Read(ref _reads);
+    public long Hits => Interlocked.Read(ref _hits);
+
+    private static byte[] Buffer => t_buffer ??= GC.AllocateUninitializedArray<byte>(Layout.BlockSize, pinned: true);
+
+    /// <summary>Reads a node, validating its checksum, address and layout.</summary>
+    public Node Read(ulong address)
+    {
+        Interlocked.Increment(ref _reads);
+        if (_cache.TryGetValue(address, out var e))
+        {
+            Interlocked.Increment(ref _hits);
+            e.Referenced = true;
+            return e.Node;
+        }
+        var buf = Buffer;
+        ReadBlock(address, buf);
+        var node = Node.Decode(buf, address);
+        Insert(address, node);
+        return node;
+    }
+
+    /// <summary>Reads a node without caching it (check walks the whole pool and must not flush the cache).</summary>
+    public Node ReadUncached(ulong address)
+    {
+        if (_cache.TryGetValue(address, out var e)) return e.Node;
+        var buf = Buffer;
+        ReadBlock(address, buf);
+        return Node.Decode(buf, address);
+    }
+
+    public void ReadBlock(ulong address, Span<byte> block)
+    {
+        if (address < Layout.FirstDataBlock)
+            throw new CorruptionException(address, "block pointer", $">= {Layout.FirstDataBlock}", address.ToString());
+        _device.Read(Layout.ByteOffset(address), block[..Layout.BlockSize]);
+    }
+
+    /// <summary>Writes a clean node at its address and caches it.</summary>
+    public void Write(Node node)
+    {
+        System.Diagnostics.Debug.Assert(!node.Dirty && node.Address >= Layout.FirstDataBlock, "writing a dirty or unplaced node");
+        var buf = Buffer;
+        node.Encode(buf);
+        _device.Write(Layout.ByteOffset(node.Address), buf);
+        Insert(node.Address, node);
+    }
+
+    /// <summary>Writes a non-node metadata block and drops any cached node at that address.</summary>
+    public void WriteBlock(ulong address, ReadOnlySpan<byte> block)
+    {
+        _cache.TryRemove(address, out _);
+        _device.Write(Layout.ByteOffset(address), block);
+    }
+
+    public void Forget(ulong address) => _cache.TryRemove(address, out _);
+
+    public void Clear() => _cache.Clear();
+
+    private void Insert(ulong address, Node node)
+    {
+        _cache[address] = new Entry(node);
+        if (_cache.Count > _capacity) Sweep();
+    }
+
+    private void Sweep()
+    {
+        if (!Monitor.TryEnter(_sweepGate)) return;
+        try
+        {
+            int target = _capacity * 3 / 4;
+            foreach (var kv in _cache)
+            {
+                if (_cache.Count <= target) break;
+                if (kv.Value.Referenced) kv.Value.Referenced = false;
+                else _cache.TryRemove(kv.Key, out _);
+            }
+        }
+        finally { Monitor.Exit(_sweepGate); }
+    }
+}

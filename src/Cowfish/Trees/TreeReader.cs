@@ -1,0 +1,80 @@
+using Cowfish.Format;
+
+namespace Cowfish.Trees;
+
+/// <summary>Read access to one tree: point lookups and cursors. Also the base of <see cref="TreeWriter"/>.</summary>
+internal class TreeReader
+{
+    protected readonly NodeStore Store;
+    protected ulong RootAddress;
+    protected Node? DirtyRoot;
+
+    public TreeReader(NodeStore store, ulong root, TreeKind kind)
+    {
+        Store = store;
+        RootAddress = root;
+        Kind = kind;
+    }
+
+    public TreeKind Kind { get; }
+
+    /// <summary>Bumped by every change, so that a cursor can tell that the tree moved under it.</summary>
+    public int Version { get; protected set; }
+
+    /// <summary>The root node, dirty or clean.</summary>
+    internal Node Root()
+    {
+        if (DirtyRoot is { } d) return d;
+        var n = Store.Read(RootAddress);
+        if (n.Kind != Kind) throw new CorruptionException(RootAddress, "tree root kind", Kind.ToString(), n.Kind.ToString());
+        return n;
+    }
+
+    /// <summary>Child i of an internal node, validated against its parent's kind and level.</summary>
+    internal Node Child(Node parent, int i)
+    {
+        if (parent.ChildNodes is { } cn && cn[i] is { } dirty) return dirty;
+        ulong addr = parent.Children![i];
+        var n = Store.Read(addr);
+        if (n.Kind != parent.Kind) throw new CorruptionException(addr, "tree node kind", parent.Kind.ToString(), n.Kind.ToString());
+        if (n.Level != parent.Level - 1) throw new CorruptionException(addr, "tree node level", (parent.Level - 1).ToString(), n.Level.ToString());
+        return n;
+    }
+
+    public bool TryGet(ReadOnlySpan<byte> key, out byte[] value)
+    {
+        var n = Root();
+        while (!n.IsLeaf) n = Child(n, n.ChildFor(key));
+        int i = n.LowerBound(key, out bool found);
+        value = found ? n.Values![i] : Array.Empty<byte>();
+        return found;
+    }
+
+    public TreeCursor Cursor() => new(this);
+
+    /// <summary>Entries with from ≤ key &lt; to (null bounds are open), ascending or descending.</summary>
+    public IEnumerable<KeyValuePair<byte[], byte[]>> Scan(byte[]? from = null, byte[]? to = null, bool reverse = false)
+    {
+        var c = Cursor();
+        if (!reverse)
+        {
+            if (from is null) c.First(); else c.Seek(from);
+            while (c.Valid)
+            {
+                if (to is not null && c.Key.AsSpan().SequenceCompareTo(to) >= 0) yield break;
+                yield return new(c.Key, c.Value);
+                c.Next();
+            }
+        }
+        else
+        {
+            if (to is null) c.Last(); else { c.Seek(to); if (c.Valid) c.Prev(); else c.Last(); }
+            while (c.Valid)
+            {
+                if (from is not null && c.Key.AsSpan().SequenceCompareTo(from) < 0) yield break;
+                yield return new(c.Key, c.Value);
+                c.Prev();
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+using System.Diagnostics;
+using Cowfish.Format;
+
+namespace Cowfish.Trees;
+
+/// <summary>
+/// Changes one copy-on-write B+tree inside a write transaction.
+/// </summary>
+/// <remarks>
+/// Shadowing follows Rodeh, "B-trees, Shadowing, and Clones": a clean node is copied before it
+/// changes. If the node is shared (reference count above 1) the copy takes a new reference to
+/// each of its children (or, in a leaf, to each block its values name) and the old node loses
+/// one; otherwise the copy simply replaces it and the old block is freed. A node written earlier
+/// in this same transaction and not shared is rewritten in place, since no committed state can
+/// see it. Dirty nodes get their addresses only when <see cref="Spill"/> writes them, bottom up,
+/// so that one commit's nodes land in one contiguous run.
+/// </remarks>
+internal sealed class TreeWriter : TreeReader
+{
+    private readonly ITreeSpace _space;
+    private readonly IValueReferences? _refs;
+    private readonly List<(ulong, uint)> _scratch = new();
+
+    public TreeWriter(ITreeSpace space, ulong root, TreeKind kind) : base(space.Store, root, kind)
+    {
+        _space = space;
+        _refs = ValueReferences.For(kind);
+    }
+
+    /// <summary>Creates an empty tree (one empty leaf, written at the next spill).</summary>
+    public static TreeWriter CreateEmpty(ITreeSpace space, TreeKind kind)
+    {
+        var w = new TreeWriter(space, 0, kind);
+        w.DirtyRoot = new Node(kind, 0) { Dirty = true, Generation = space.Generation };
+        return w;
+    }
+
+    public bool IsDirty => DirtyRoot is not null;
+
+    /// <summary>Root address as of the last spill (0 for a new tree that was never spilled).</summary>
+    public ulong CommittedRoot => RootAddress;
+
+    public void Put(byte[] key, byte[] value)
+    {
+        if (key.Length > Layout.MaxKeySize) throw new InvalidRequestException($"key of {key.Length} bytes is over the limit of {Layout.MaxKeySize}");
+        if (value.Length > Layout.MaxValueSize) throw new InvalidRequestException($"value of {value.Length} bytes is over the limit of {Layout.MaxValueSize}");
+        Version++;
+        var path = new List<(Node Node, int Index)>(8);
+        var n = WritableRoot();
+        while (!n.IsLeaf)
+        {
+            int ci = n.ChildFor(key);
+            path.Add((n, ci));
+            n = WritableChild(n, ci);
+        }
+        int i = n.LowerBound(key, out bool found);
+        if (found)
+        {
+            ReleaseValue(n.Values![i]);
+            n.PayloadBytes += value.Length - n.Values[i].Length;
+            n.Values[i] = value;
+        }
+        else
+        {
+            n.Keys.Insert(i, key);
+            n.Values!.Insert(i, value);
+            n.PayloadBytes += Node.LeafEntrySize(key, value);
+        }
+        SplitUp(n, path);
+    }
+
+    public bool Delete(ReadOnlySpan<byte> key)
+    {
+        if (!TryGet(key, out _)) return false;
+        Version++;
+        var path = new List<(Node Node, int Index)>(8);
+        var n = WritableRoot();
+        while (!n.IsLeaf)
+        {
+            int ci = n.ChildFor(key);
+            path.Add((n, ci));
+            n = WritableChild(n, ci);
+        }
+        int i = n.LowerBound(key, out bool found);
+        Debug.Assert(found, "key vanished between lookup and delete");
+        ReleaseValue(n.Values![i]);
+        n.PayloadBytes -= Node.LeafEntrySize(n.Keys[i], n.Values[i]);
+        n.Keys.RemoveAt(i);
+        n.Values.RemoveAt(i);
+        Rebalance(n, path);
+        return true;
+    }
+
+    /// <summary>Writes every dirty node, children first, and returns the new root address.</summary>
+    public ulong Spill()
+    {
+        if (DirtyRoot is { } r)
+        {
+            RootAddress = SpillNode(r);
+            DirtyRoot = null;
+            Version++;
+        }
+        return RootAddress;
+    }
+
+    private ulong SpillNode(Node n)
+    {
+        if (!n.IsLeaf)
+        {
+            for (int i = 0; i < n.Count; i++)
+            {
+                if (n.ChildNodes![i] is { } c)
+                {
+                    n.Children![i] = SpillNode(c);
+                    n.ChildNodes[i] = null;
+                }
+            }
+        }
+        if (n.Address == 0) n.Address = _space.AllocateNode();
+        n.Generation = _space.Generation;
+        n.Dirty = false;
+        _space.Store.Write(n);
+        return n.Address;
+    }
+
+    // --- shadowing ------------------------------------------------------------------------
+
+    private Node WritableRoot()
+    {
+        if (DirtyRoot is { } d) return d;
+        var clean = Root();
+        DirtyRoot = Shadow(clean);
+        return DirtyRoot;
+    }
+
+    private Node WritableChild(Node parent, int i)
+    {
+        Debug.Assert(parent.Dirty, "making a child writable under a clean parent");
+        if (parent.ChildNodes![i] is { } d) return d;
+        var copy = Shadow(Child(parent, i));
+        parent.ChildNodes[i] = copy;
+        return copy;
+    }
+
+    private Node Shadow(Node clean)
+    {
+        ulong addr = clean.Address;
+        uint rc = _space.RefCount(addr);
+        var copy = clean.CloneDirty();
+        copy.Generation = _space.Generation;
+        if (rc > 1)
+        {
+            // Shared: the copy becomes one more parent of everything the node points to.
+            copy.Address = 0;
+            if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c, 1);
+            else if (_refs is not null)
+                foreach (var v in copy.Values!) foreach (var (a, b) in CollectRefs(v)) _space.AddRef(a, b);
+            _space.Release(addr, 1);
+        }
+        else if (clean.Generation == _space.Generation)
+        {
+            copy.Address = addr; // written earlier in this transaction: rewrite in place
+        }
+        else
+        {
+            copy.Address = 0;
+            _space.Release(addr, 1); // ownership of the children moves to the copy
+        }
+        return copy;
+    }
+
+    private List<(ulong, uint)> CollectRefs(byte[] value)
+    {
+        _scratch.Clear();
+        _refs!.Collect(value, _scratch);
+        return _scratch;
+    }
+
+    private void ReleaseValue(byte[] value)
+    {
+        if (_refs is null) return;
+        foreach (var (a, b) in CollectRefs(value).ToArray()) _space.Release(a, b);
+    }
+
+    /// <summary>A dirty node leaves the tree: give back the block it was placed at, if any.</summary>
+    private void Discard(Node n)
+    {
+        if (n.Address != 0) _space.Release(n.Address, 1);
+    }
+
+    // --- structure ------------------------------------------------------------------------
+
+    private void SplitUp(Node n, List<(Node Node, int Index)> path)
+    {
+        while (n.Overflows)
+        {
+            var right = SplitOff(n);
+            if (path.Count == 0)
+            {
+                var root = new Node(Kind, (byte)(n.Level + 1)) { Dirty = true, Generation = _space.Generation };
+                AddChild(root, 0, n.Keys[0], n);
+                AddChild(root, 1, right.Keys[0], right);
+                DirtyRoot = root;
+                n = root;
+                continue;
+            }
+            var (parent, idx) = path[^1];
+            path.RemoveAt(path.Count - 1);
+            AddChild(parent, idx + 1, right.Keys[0], right);
+            n = parent;
+        }
+    }
+
+    private static void AddChild(Node parent, int at, byte[] key, Node child)
+    {
+        parent.Keys.Insert(at, key);
+        parent.Children!.Insert(at, 0);
+        parent.ChildNodes!.Insert(at, child);
+        parent.PayloadBytes += Node.InternalEntrySize(key);
+    }
+
+    /// <summary>Moves the upper part of an overflowing node into a new right sibling, splitting where the larger half is smallest.</summary>
+    private Node SplitOff(Node n)
+    {
+        int total = n.PayloadBytes, best = 1, bestMax = int.MaxValue, left = 0;
+        for (int s = 1; s < n.Count; s++)
+        {
+            left += EntrySize(n, s - 1);
+            int m = Math.Max(left, total - left);
+            if (m < bestMax) { bestMax = m; best = s; }
+        }
+        var right = new Node(Kind, n.Level, n.Count - best + 4) { Dirty = true, Generation = _space.Generation };
+        int moved = 0;
+        for (int i = best; i < n.Count; i++) moved += EntrySize(n, i);
+        right.Keys.AddRange(n.Keys.Skip(best));
+        n.Keys.RemoveRange(best, n.Count - best);
+        if (n.IsLeaf)
+        {
+            right.Values!.AddRange(n.Values!.Skip(best));
+            n.Values!.RemoveRange(best, n.Values.Count - best);
+        }
+        else
+        {
+            right.Children!.AddRange(n.Children!.Skip(best));
+            right.ChildNodes!.AddRange(n.ChildNodes!.Skip(best));
+            n.Children!.RemoveRange(best, n.Children.Count - best);
+            n.ChildNodes!.RemoveRange(best, n.ChildNodes.Count - best);
+        }
+        right.PayloadBytes = moved;
+        n.PayloadBytes -= moved;
+        Debug.Assert(!n.Overflows && !right.Overflows, "split left an overflowing half");
+        return right;
+    }
+
+    private static int EntrySize(Node n, int i) =>
+        n.IsLeaf ? Node.LeafEntrySize(n.Keys[i], n.Values![i]) : Node.InternalEntrySize(n.Keys[i]);
+
+    private void Rebalance(Node n, List<(Node Node, int Index)> path)
+    {
+        while (path.Count > 0)
+        {
+            var (parent, idx) = path[^1];
+            path.RemoveAt(path.Count - 1);
+            if (n.Count == 0)
+            {
+                RemoveChild(parent, idx);
+                Discard(n);
+            }
+            else if (n.PayloadBytes < Node.Capacity / 4 && parent.Count > 1)
+            {
+                int li = idx + 1 < parent.Count ? idx : idx - 1; // merge child li+1 into child li
+                var l = WritableChild(parent, li);
+                var r = WritableChild(parent, li + 1);
+                // The right node's first key becomes the parent's separator, its true lower bound.
+                byte[] rFirst = parent.Keys[li + 1];
+                int extra = r.IsLeaf ? 0 : rFirst.Length - r.Keys[0].Length;
+                if (l.PayloadBytes + r.PayloadBytes + extra > Node.Capacity) break;
+                if (!r.IsLeaf) r.Keys[0] = rFirst;
+                l.Keys.AddRange(r.Keys);
+                if (l.IsLeaf) l.Values!.AddRange(r.Values!);
+                else { l.Children!.AddRange(r.Children!); l.ChildNodes!.AddRange(r.ChildNodes!); }
+                l.PayloadBytes += r.PayloadBytes + extra;
+                RemoveChild(parent, li + 1);
+                Discard(r);
+            }
+            else break;
+            n = parent;
+        }
+        CollapseRoot();
+    }
+
+    private static void RemoveChild(Node parent, int i)
+    {
+        parent.PayloadBytes -= Node.InternalEntrySize(parent.Keys[i]);
+        parent.Keys.RemoveAt(i);
+        parent.Children!.RemoveAt(i);
+        parent.ChildNodes!.RemoveAt(i);
+    }
+
+    private void CollapseRoot()
+    {
+        while (DirtyRoot is { IsLeaf: false } root && root.Count <= 1)
+        {
+            if (root.Count == 0)
+            {
+                Discard(root);
+                DirtyRoot = new Node(Kind, 0) { Dirty = true, Generation = _space.Generation };
+                return;
+            }
+            // The old root's reference to its only child passes to the tree itself.
+            var only = root.ChildNodes![0];
+            ulong onlyAddr = root.Children![0];
+            Discard(root);
+            if (only is not null) DirtyRoot = only;
+            else { DirtyRoot = null; RootAddress = onlyAddr; return; }
+        }
+    }
+}
