@@ -9,8 +9,9 @@ namespace Cowfish.Trees;
 /// belongs to the one write transaction that made it and is changed in place until commit.
 /// </summary>
 /// <remarks>
-/// Internal nodes hold one key per child: Keys[i] is a lower bound of every key under child i
-/// (for i &gt; 0; child 0 also takes keys below Keys[0]). Leaves hold sorted, unique keys.
+/// Internal nodes hold one key per child: for i &gt; 0, Keys[i] is a lower bound of every key under
+/// child i and Keys[1..] ascend strictly. Keys[0] carries no meaning (child 0 takes every key below
+/// Keys[1]) and is never compared. Leaves hold sorted, unique keys.
 /// </remarks>
 internal sealed class Node
 {
@@ -81,12 +82,19 @@ internal sealed class Node
         return lo;
     }
 
-    /// <summary>The child of an internal node whose range holds <paramref name="key"/>.</summary>
+    /// <summary>
+    /// The child of an internal node whose range holds <paramref name="key"/>: the last i ≥ 1 with
+    /// Keys[i] ≤ key, else 0. Keys[0] is never compared: child 0 takes everything below Keys[1].
+    /// </summary>
     public int ChildFor(ReadOnlySpan<byte> key)
     {
-        int i = LowerBound(key, out bool found);
-        if (found) return i;
-        return i == 0 ? 0 : i - 1;
+        int lo = 1, hi = Keys.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (key.SequenceCompareTo(Keys[mid]) >= 0) lo = mid + 1; else hi = mid;
+        }
+        return lo - 1;
     }
 
     // --- encoding -------------------------------------------------------------------------
@@ -162,7 +170,7 @@ internal sealed class Node
                 n.Children!.Add(child);
                 n.ChildNodes!.Add(null);
             }
-            if (i > 0 && n.Keys[i - 1].AsSpan().SequenceCompareTo(key) >= 0)
+            if (i > (level == 0 ? 0 : 1) && n.Keys[i - 1].AsSpan().SequenceCompareTo(key) >= 0)
                 throw new CorruptionException(address, $"key order at entry {i}", "strictly ascending keys", "a key not above its predecessor");
             n.Keys.Add(key);
         }

@@ -198,7 +198,7 @@ internal sealed class TreeWriter : TreeReader
             if (path.Count == 0)
             {
                 var root = new Node(Kind, (byte)(n.Level + 1)) { Dirty = true, Generation = _space.Generation };
-                AddChild(root, 0, n.Keys[0], n);
+                AddChild(root, 0, Array.Empty<byte>(), n); // Keys[0] of an internal node is never compared
                 AddChild(root, 1, right.Keys[0], right);
                 DirtyRoot = root;
                 n = root;
