@@ -57,7 +57,7 @@ internal static class Cli
             stderr.WriteLine($"usage: cowfish {cmd.Usage}");
             return ExitCodes.Usage;
         }
-        catch (InvalidRequestException e) when (e.Message.Contains("does not exist"))
+        catch (NotFoundException e)
         {
             stderr.WriteLine($"cowfish {cmd.Name}: {e.Message}");
             return ExitCodes.NotFound;
@@ -225,7 +225,7 @@ internal static class Cli
             {
                 Need(2, "TREE KEY");
                 using var rt = pool.BeginRead();
-                if (!rt.TryGet(TreeArg(0), Utf8(rest[1]), out var v)) throw new InvalidRequestException($"key '{rest[1]}' does not exist in tree {rest[0]}");
+                if (!rt.TryGet(TreeArg(0), Utf8(rest[1]), out var v)) throw new NotFoundException($"key '{rest[1]}' does not exist in tree {rest[0]}");
                 o.WriteLine(Encoding.UTF8.GetString(v));
                 return ExitCodes.Ok;
             }
@@ -233,7 +233,7 @@ internal static class Cli
             {
                 Need(2, "TREE KEY");
                 using var tx = pool.BeginWrite();
-                if (!tx.Delete(TreeArg(0), Utf8(rest[1]))) throw new InvalidRequestException($"key '{rest[1]}' does not exist in tree {rest[0]}");
+                if (!tx.Delete(TreeArg(0), Utf8(rest[1]))) throw new NotFoundException($"key '{rest[1]}' does not exist in tree {rest[0]}");
                 tx.Commit();
                 return ExitCodes.Ok;
             }

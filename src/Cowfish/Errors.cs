@@ -67,9 +67,15 @@ public sealed class InvalidRequestException : CowfishException
     public InvalidRequestException(string message) : base(message) { }
 }
 
+/// <summary>A named thing inside the pool (a tree, a key) does not exist.</summary>
+public sealed class NotFoundException : CowfishException
+{
+    public NotFoundException(string message) : base(message) { }
+}
+
 /// <summary>The pool is held open by another process.</summary>
 public sealed class PoolBusyException : CowfishException
 {
     public PoolBusyException(string path, Exception? inner = null)
-        : base($"pool {path} is in use by another process", inner) { }
+        : base($"pool {path} is in use (another open handle holds its lock)", inner) { }
 }

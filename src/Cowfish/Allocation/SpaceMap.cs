@@ -89,10 +89,10 @@ internal sealed class SpaceMap
     public void Free(ulong address, uint blocks)
     {
         if (address < Layout.FirstDataBlock || address + blocks > _total)
-            throw new InvalidOperationException($"freeing blocks {address}+{blocks} outside the pool ({_total} blocks)");
+            throw new CorruptionException(address, "run being freed", $"inside the pool ({_total} blocks)", $"{address}+{blocks}");
         for (ulong b = address; b < address + blocks; b++)
         {
-            if (!Get(_allocated, b)) throw new InvalidOperationException($"double free of block {b}");
+            if (!Get(_allocated, b)) throw new CorruptionException(b, "block being freed", "in use", "already free (a reference count or pointer on disk is wrong)");
             Clear(_allocated, b);
         }
         MarkDirty(address, blocks);

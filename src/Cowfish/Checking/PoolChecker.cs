@@ -135,7 +135,7 @@ public static class PoolChecker
             while (stack.Count > 0)
             {
                 var (addr, level, lo, hi, depth, k) = stack.Pop();
-                if (addr < Layout.FirstDataBlock || addr >= _total) { Fault("pointer", addr, $"node pointer outside the pool (1..{_total - 1})"); continue; }
+                if (addr < Layout.FirstDataBlock || addr >= _total) { Fault("pointer", addr, $"node pointer outside the pool ({Layout.FirstDataBlock}..{_total - 1})"); continue; }
                 _refs[addr] = _refs.GetValueOrDefault(addr) + 1;
                 if (!_visited.Add(addr)) continue;
                 MarkUsed(addr, 1, "tree node");

@@ -29,6 +29,9 @@ internal static class Layout
     /// <summary>No tree is deeper than this; a deeper pointer chain on disk is corruption.</summary>
     public const int MaxTreeDepth = 24;
 
+    /// <summary>Largest pool: 2^36 blocks (256 TiB), so that in-memory bitmaps stay indexable.</summary>
+    public const ulong MaxBlocks = 1UL << 36;
+
     public static long ByteOffset(ulong block) => (long)(block << BlockShift);
 }
 

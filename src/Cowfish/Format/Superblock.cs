@@ -72,7 +72,7 @@ internal sealed record Superblock
             NextDropSeq = BinaryPrimitives.ReadUInt64LittleEndian(src[80..]),
             CreatedUnixSeconds = BinaryPrimitives.ReadInt64LittleEndian(src[88..]),
         };
-        if (bs != Layout.BlockSize || s.TotalBlocks < Layout.FirstDataBlock || s.TotalBlocks > (1UL << 40)
+        if (bs != Layout.BlockSize || s.TotalBlocks < Layout.FirstDataBlock || s.TotalBlocks > Layout.MaxBlocks
             || !InRange(s.CatalogRoot, s.TotalBlocks) || !InRange(s.RefCountRoot, s.TotalBlocks) || !InRange(s.SpaceMapRoot, s.TotalBlocks))
         {
             why = $"block size {bs}, total blocks {s.TotalBlocks}, roots {s.CatalogRoot}/{s.RefCountRoot}/{s.SpaceMapRoot}";

@@ -54,6 +54,11 @@ internal static class PoolLoader
             device.Read(Layout.ByteOffset((ulong)slot), buf);
             states[slot] = Superblock.TryDecode(buf, out sbs[slot], out whys[slot]);
         }
+        // A slot written by a newer format version means the pool has moved on: opening the older
+        // slot would roll it back, and the next commit would overwrite the newer state.
+        for (int slot = 0; slot < 2; slot++)
+            if (states[slot] == Superblock.SlotState.BadVersion)
+                throw new FormatVersionException(uint.Parse(whys[slot]["version ".Length..]), Layout.FormatVersion);
         int best = -1;
         for (int slot = 0; slot < 2; slot++)
             if (sbs[slot] is { } s && (best < 0 || s.Generation > sbs[best]!.Generation)) best = slot;
@@ -61,9 +66,6 @@ internal static class PoolLoader
         {
             if (states.All(s => s == Superblock.SlotState.NotAPool))
                 throw new NotAPoolException($"not a Cowfish pool: no superblock magic in block 0 or 1 ({whys[0]})");
-            for (int slot = 0; slot < 2; slot++)
-                if (states[slot] == Superblock.SlotState.BadVersion)
-                    throw new FormatVersionException(uint.Parse(whys[slot]["version ".Length..]), Layout.FormatVersion);
             int bad = states[0] != Superblock.SlotState.NotAPool ? 0 : 1;
             throw new CorruptionException((ulong)bad, "superblock", "a valid copy in block 0 or 1", $"none ({whys[0]}; {whys[1]})");
         }

@@ -8,7 +8,7 @@ public sealed record PoolOptions
 
     /// <summary>
     /// Runs after every commit has become durable, on the committing thread. Tests use it for
-    /// strict mode: a full check after each commit (see <c>Cowfish.Checking.PoolChecker.Strict</c>).
+    /// strict mode: a full check after each commit (the checker's <c>Strict</c> options set this).
     /// </summary>
     public Action<Pool>? AfterCommit { get; init; }
 

@@ -51,7 +51,7 @@ public sealed class ReadTransaction : IDisposable
     {
         EnsureOpen();
         if (!Catalog.TryGetRoot(_catalog, id, out ulong root, out var kind))
-            throw new InvalidRequestException($"tree {id} does not exist");
+            throw new NotFoundException($"tree {id} does not exist");
         return new TreeReader(_pool.Store, root, kind);
     }
 

@@ -165,7 +165,7 @@ public sealed class WriteTransaction : IDisposable
     {
         if (_open.TryGetValue(id.Value, out var w)) return w;
         if (!_catalog.TryGet(CatalogKeys.Tree(id.Value), out var v) || !CatalogKeys.TryParseTree(CatalogKeys.Tree(id.Value), v, out _, out ulong root, out var kind))
-            throw new InvalidRequestException($"tree {id} does not exist");
+            throw new NotFoundException($"tree {id} does not exist");
         w = new TreeWriter(_shared, root, kind);
         _open[id.Value] = w;
         return w;
