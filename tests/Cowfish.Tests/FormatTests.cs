@@ -24,8 +24,8 @@ public sealed class FormatTests
     {
         var sb = new Superblock
         {
-            PoolId = Guid.NewGuid(), Generation = 42, TotalBlocks = 1000, CatalogRoot = 5, RefCountRoot = 6,
-            SpaceMapRoot = 7, NextTreeId = 9, NextDropSeq = 11, CreatedUnixSeconds = 1_700_000_000,
+            PoolId = Guid.NewGuid(), Generation = 42, TotalBlocks = 1000, CatalogRoot = new BlockRef(5, 40), RefCountRoot = new BlockRef(6, 41),
+            SpaceMapRoot = new BlockRef(7, 42), NextTreeId = 9, NextDropSeq = 11, CreatedUnixSeconds = 1_700_000_000,
         };
         var buf = new byte[Layout.BlockSize];
         sb.Encode(buf);

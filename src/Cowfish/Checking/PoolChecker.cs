@@ -57,14 +57,14 @@ public static class PoolChecker
             NoteOtherSlot();
 
             // Bookkeeping trees: each node has exactly one reference.
-            var treeRoots = new List<(ulong Id, ulong Root, TreeKind Kind)>();
-            var dropRefs = new List<ulong>();
+            var treeRoots = new List<(ulong Id, BlockRef Root, TreeKind Kind)>();
+            var dropRefs = new List<BlockRef>();
             Walk(_sb.CatalogRoot, TreeKind.Catalog, (node, i) =>
             {
                 var k = node.Keys[i];
                 var v = node.Values![i];
-                if (CatalogKeys.TryParseTree(k, v, out ulong id, out ulong root, out var kind)) treeRoots.Add((id, root, kind));
-                else if (CatalogKeys.TryParseDrop(k, v, out _, out ulong addr)) dropRefs.Add(addr);
+                if (CatalogKeys.TryParseTree(k, v, out ulong id, out var root, out var kind)) treeRoots.Add((id, root, kind));
+                else if (CatalogKeys.TryParseDrop(k, v, out _, out var node2)) dropRefs.Add(node2);
                 else Fault("catalog", node.Address, $"entry {i} is neither a tree nor a drop-queue entry");
             });
 
@@ -77,13 +77,13 @@ public static class PoolChecker
                 stored[BinaryPrimitives.ReadUInt64BigEndian(k)] = BinaryPrimitives.ReadUInt64LittleEndian(v);
             });
 
-            var pages = new List<(ulong Page, ulong Addr)>();
+            var pages = new List<(ulong Page, BlockRef At)>();
             Walk(_sb.SpaceMapRoot, TreeKind.SpaceMap, (node, i) =>
             {
                 var k = node.Keys[i];
                 var v = node.Values![i];
-                if (k.Length != 8 || v.Length != 8) { Fault("space map", node.Address, $"entry {i} has a {k.Length}-byte key and {v.Length}-byte value, expected 8 and 8"); return; }
-                pages.Add((BinaryPrimitives.ReadUInt64BigEndian(k), BinaryPrimitives.ReadUInt64LittleEndian(v)));
+                if (k.Length != 8 || v.Length != 16) { Fault("space map", node.Address, $"entry {i} has a {k.Length}-byte key and {v.Length}-byte value, expected 8 and 16"); return; }
+                pages.Add((BinaryPrimitives.ReadUInt64BigEndian(k), CatalogKeys.ParseRefValue(v, node.Address)));
             });
             var allocated = LoadBitmap(pages);
 
@@ -92,11 +92,11 @@ public static class PoolChecker
             foreach (var (id, root, kind) in treeRoots)
             {
                 if (kind is TreeKind.Catalog or TreeKind.RefCount or TreeKind.SpaceMap)
-                    Fault("catalog", root, $"tree {id} has the bookkeeping kind {kind}");
+                    Fault("catalog", root.Address, $"tree {id} has the bookkeeping kind {kind}");
                 else Walk(root, kind, ValueRefsVisitor(kind));
             }
             _report.PendingDrops = dropRefs.Count;
-            foreach (ulong addr in dropRefs) Walk(addr, null, null);
+            foreach (var r in dropRefs) Walk(r, null, null);
 
             CompareCounts(stored);
             if (allocated is not null) CompareSpace(allocated);
@@ -128,13 +128,14 @@ public static class PoolChecker
         }
 
         /// <summary>Walks a tree from one reference to <paramref name="root"/>, descending into nodes not seen before.</summary>
-        private void Walk(ulong root, TreeKind? kind, Action<Node, int>? onEntry)
+        private void Walk(BlockRef root, TreeKind? kind, Action<Node, int>? onEntry)
         {
-            var stack = new Stack<(ulong Addr, int Level, byte[]? Lo, byte[]? Hi, int Depth, TreeKind? Kind)>();
+            var stack = new Stack<(BlockRef At, int Level, byte[]? Lo, byte[]? Hi, int Depth, TreeKind? Kind)>();
             stack.Push((root, -1, null, null, 0, kind));
             while (stack.Count > 0)
             {
-                var (addr, level, lo, hi, depth, k) = stack.Pop();
+                var (at, level, lo, hi, depth, k) = stack.Pop();
+                ulong addr = at.Address;
                 if (addr < Layout.FirstDataBlock || addr >= _total) { Fault("pointer", addr, $"node pointer outside the pool ({Layout.FirstDataBlock}..{_total - 1})"); continue; }
                 _refs[addr] = _refs.GetValueOrDefault(addr) + 1;
                 if (!_visited.Add(addr)) continue;
@@ -144,6 +145,7 @@ public static class PoolChecker
                 catch (CorruptionException e) { Fault("node", addr, e.Message); continue; }
                 catch (DeviceIOException e) { Fault("read", addr, e.Message); continue; }
                 _report.Nodes++;
+                if (node.Generation != at.Generation) Fault("node", addr, $"generation {node.Generation}, but its parent expects {at.Generation} (a lost or misdirected write)");
                 if (k is { } want && node.Kind != want) Fault("node", addr, $"kind {node.Kind}, expected {want}");
                 if (level >= 0 && node.Level != level) { Fault("node", addr, $"level {node.Level}, expected {level}"); continue; }
                 if (depth + node.Level >= Layout.MaxTreeDepth) { Fault("node", addr, $"tree deeper than {Layout.MaxTreeDepth}"); continue; }
@@ -169,26 +171,27 @@ public static class PoolChecker
             }
         }
 
-        private ulong[]? LoadBitmap(List<(ulong Page, ulong Addr)> pages)
+        private ulong[]? LoadBitmap(List<(ulong Page, BlockRef At)> pages)
         {
             ulong want = (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
             var bits = new ulong[want * Layout.BitsPerPage / 64];
             var block = new byte[Layout.BlockSize];
             var seen = new HashSet<ulong>();
             bool ok = true;
-            foreach (var (page, addr) in pages)
+            foreach (var (page, at) in pages)
             {
+                ulong addr = at.Address;
                 if (page >= want) { Fault("space map", addr, $"page {page} is past the last page {want - 1}"); ok = false; continue; }
                 if (addr < Layout.FirstDataBlock || addr >= _total) { Fault("space map", addr, $"page {page} is placed outside the pool"); ok = false; continue; }
                 seen.Add(page);
                 _refs[addr] = _refs.GetValueOrDefault(addr) + 1;
                 MarkUsed(addr, 1, "space-map page");
-                try { SpaceMapStore.ReadPage(_store, page, addr, block); }
+                try { SpaceMapStore.ReadPage(_store, page, at, block); }
                 catch (CorruptionException e) { Fault("space map", addr, e.Message); ok = false; continue; }
                 for (int w = 0; w < Layout.BitmapBytesPerPage / 8; w++)
                     bits[page * Layout.BitsPerPage / 64 + (ulong)w] = BinaryPrimitives.ReadUInt64LittleEndian(block.AsSpan(Layout.BlockHeaderSize + w * 8));
             }
-            if ((ulong)seen.Count != want) { Fault("space map", _sb.SpaceMapRoot, $"{seen.Count} bitmap pages, expected {want}"); ok = false; }
+            if ((ulong)seen.Count != want) { Fault("space map", _sb.SpaceMapRoot.Address, $"{seen.Count} bitmap pages, expected {want}"); ok = false; }
             return ok ? bits : null;
         }
 

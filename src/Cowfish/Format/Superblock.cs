@@ -17,11 +17,11 @@ internal sealed record Superblock
     public ulong Generation { get; init; }
     public ulong TotalBlocks { get; init; }
     /// <summary>Root node of the catalog tree: tree roots and the drop queue.</summary>
-    public ulong CatalogRoot { get; init; }
+    public BlockRef CatalogRoot { get; init; }
     /// <summary>Root node of the reference-count tree: blocks referenced more than once.</summary>
-    public ulong RefCountRoot { get; init; }
+    public BlockRef RefCountRoot { get; init; }
     /// <summary>Root node of the space-map tree: page index to bitmap page.</summary>
-    public ulong SpaceMapRoot { get; init; }
+    public BlockRef SpaceMapRoot { get; init; }
     public ulong NextTreeId { get; init; }
     public ulong NextDropSeq { get; init; }
     public long CreatedUnixSeconds { get; init; }
@@ -35,12 +35,15 @@ internal sealed record Superblock
         PoolId.TryWriteBytes(dst[16..32]);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[32..], Generation);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[40..], TotalBlocks);
-        BinaryPrimitives.WriteUInt64LittleEndian(dst[48..], CatalogRoot);
-        BinaryPrimitives.WriteUInt64LittleEndian(dst[56..], RefCountRoot);
-        BinaryPrimitives.WriteUInt64LittleEndian(dst[64..], SpaceMapRoot);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[48..], CatalogRoot.Address);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[56..], RefCountRoot.Address);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[64..], SpaceMapRoot.Address);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[72..], NextTreeId);
         BinaryPrimitives.WriteUInt64LittleEndian(dst[80..], NextDropSeq);
         BinaryPrimitives.WriteInt64LittleEndian(dst[88..], CreatedUnixSeconds);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[96..], CatalogRoot.Generation);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[104..], RefCountRoot.Generation);
+        BinaryPrimitives.WriteUInt64LittleEndian(dst[112..], SpaceMapRoot.Generation);
         BinaryPrimitives.WriteUInt32LittleEndian(dst[CrcOffset..], Crc32C.Compute(dst[..CrcOffset]));
     }
 
@@ -65,15 +68,15 @@ internal sealed record Superblock
             PoolId = new Guid(src[16..32]),
             Generation = BinaryPrimitives.ReadUInt64LittleEndian(src[32..]),
             TotalBlocks = BinaryPrimitives.ReadUInt64LittleEndian(src[40..]),
-            CatalogRoot = BinaryPrimitives.ReadUInt64LittleEndian(src[48..]),
-            RefCountRoot = BinaryPrimitives.ReadUInt64LittleEndian(src[56..]),
-            SpaceMapRoot = BinaryPrimitives.ReadUInt64LittleEndian(src[64..]),
+            CatalogRoot = new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(src[48..]), BinaryPrimitives.ReadUInt64LittleEndian(src[96..])),
+            RefCountRoot = new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(src[56..]), BinaryPrimitives.ReadUInt64LittleEndian(src[104..])),
+            SpaceMapRoot = new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(src[64..]), BinaryPrimitives.ReadUInt64LittleEndian(src[112..])),
             NextTreeId = BinaryPrimitives.ReadUInt64LittleEndian(src[72..]),
             NextDropSeq = BinaryPrimitives.ReadUInt64LittleEndian(src[80..]),
             CreatedUnixSeconds = BinaryPrimitives.ReadInt64LittleEndian(src[88..]),
         };
         if (bs != Layout.BlockSize || s.TotalBlocks < Layout.FirstDataBlock || s.TotalBlocks > Layout.MaxBlocks
-            || !InRange(s.CatalogRoot, s.TotalBlocks) || !InRange(s.RefCountRoot, s.TotalBlocks) || !InRange(s.SpaceMapRoot, s.TotalBlocks))
+            || !Valid(s.CatalogRoot, s) || !Valid(s.RefCountRoot, s) || !Valid(s.SpaceMapRoot, s))
         {
             why = $"block size {bs}, total blocks {s.TotalBlocks}, roots {s.CatalogRoot}/{s.RefCountRoot}/{s.SpaceMapRoot}";
             return SlotState.BadGeometry;
@@ -83,5 +86,6 @@ internal sealed record Superblock
         return SlotState.Valid;
     }
 
-    private static bool InRange(ulong a, ulong total) => a >= Layout.FirstDataBlock && a < total;
+    private static bool Valid(BlockRef r, Superblock s) =>
+        r.Address >= Layout.FirstDataBlock && r.Address < s.TotalBlocks && r.Generation <= s.Generation;
 }

@@ -1,3 +1,4 @@
+using Cowfish.Format;
 using Cowfish.Trees;
 
 namespace Cowfish.Transactions;
@@ -11,20 +12,20 @@ internal static class Catalog
         foreach (var kv in catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.TreePrefix), CatalogKeys.PrefixEnd(CatalogKeys.TreePrefix)))
         {
             if (!CatalogKeys.TryParseTree(kv.Key, kv.Value, out ulong id, out _, out _))
-                throw new CorruptionException(0, "catalog tree entry", "9-byte key and value of a known kind", $"{kv.Key.Length}/{kv.Value.Length} bytes");
+                throw new CorruptionException(0, "catalog tree entry", "a 9-byte key and 17-byte value of a known kind", $"{kv.Key.Length}/{kv.Value.Length} bytes");
             ids.Add(new TreeId(id));
         }
         return ids;
     }
 
-    public static bool TryGetRoot(TreeReader catalog, TreeId id, out ulong root, out TreeKind kind)
+    public static bool TryGetRoot(TreeReader catalog, TreeId id, out BlockRef root, out TreeKind kind)
     {
-        root = 0;
+        root = BlockRef.None;
         kind = 0;
         var key = CatalogKeys.Tree(id.Value);
         if (!catalog.TryGet(key, out var v)) return false;
         if (!CatalogKeys.TryParseTree(key, v, out _, out root, out kind))
-            throw new CorruptionException(0, $"catalog entry of tree {id}", "an 9-byte value of a known kind", $"{v.Length} bytes");
+            throw new CorruptionException(0, $"catalog entry of tree {id}", "a 17-byte value of a known kind", $"{v.Length} bytes");
         return true;
     }
 }

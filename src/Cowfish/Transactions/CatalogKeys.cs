@@ -1,12 +1,13 @@
 using System.Buffers.Binary;
+using Cowfish.Format;
 using Cowfish.Trees;
 
 namespace Cowfish.Transactions;
 
 /// <summary>
 /// Keys and values of the catalog tree (layout in docs/format.md):
-/// tree entries <c>0x01 | id (u64 BE)</c> → <c>root (u64 LE) | kind (u8)</c>, and
-/// drop-queue entries <c>0x02 | sequence (u64 BE)</c> → <c>node address (u64 LE)</c>.
+/// tree entries <c>0x01 | id (u64 BE)</c> → <c>root address (u64 LE) | root generation (u64 LE) | kind (u8)</c>, and
+/// drop-queue entries <c>0x02 | sequence (u64 BE)</c> → <c>node address (u64 LE) | node generation (u64 LE)</c>.
 /// Big-endian ids keep numeric order in the tree.
 /// </summary>
 internal static class CatalogKeys
@@ -19,40 +20,55 @@ internal static class CatalogKeys
     public static byte[] PrefixStart(byte prefix) => new[] { prefix };
     public static byte[] PrefixEnd(byte prefix) => new[] { (byte)(prefix + 1) };
 
-    public static byte[] TreeValue(ulong root, TreeKind kind)
+    public static byte[] TreeValue(BlockRef root, TreeKind kind)
     {
-        var v = new byte[9];
-        BinaryPrimitives.WriteUInt64LittleEndian(v, root);
-        v[8] = (byte)kind;
+        var v = new byte[17];
+        RefValue(root).CopyTo(v, 0);
+        v[16] = (byte)kind;
         return v;
     }
 
-    public static byte[] DropValue(ulong address)
-    {
-        var v = new byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(v, address);
-        return v;
-    }
+    public static byte[] DropValue(BlockRef node) => RefValue(node);
 
-    public static bool TryParseTree(byte[] key, byte[] value, out ulong id, out ulong root, out TreeKind kind)
+    public static bool TryParseTree(byte[] key, byte[] value, out ulong id, out BlockRef root, out TreeKind kind)
     {
-        id = root = 0;
+        id = 0;
+        root = BlockRef.None;
         kind = 0;
-        if (key.Length != 9 || key[0] != TreePrefix || value.Length != 9) return false;
+        if (key.Length != 9 || key[0] != TreePrefix || value.Length != 17) return false;
         id = BinaryPrimitives.ReadUInt64BigEndian(key.AsSpan(1));
-        root = BinaryPrimitives.ReadUInt64LittleEndian(value);
-        kind = (TreeKind)value[8];
-        return ValueReferences.IsKnown(value[8]);
+        root = ReadRef(value);
+        kind = (TreeKind)value[16];
+        return ValueReferences.IsKnown(value[16]);
     }
 
-    public static bool TryParseDrop(byte[] key, byte[] value, out ulong seq, out ulong address)
+    public static bool TryParseDrop(byte[] key, byte[] value, out ulong seq, out BlockRef node)
     {
-        seq = address = 0;
-        if (key.Length != 9 || key[0] != DropPrefix || value.Length != 8) return false;
+        seq = 0;
+        node = BlockRef.None;
+        if (key.Length != 9 || key[0] != DropPrefix || value.Length != 16) return false;
         seq = BinaryPrimitives.ReadUInt64BigEndian(key.AsSpan(1));
-        address = BinaryPrimitives.ReadUInt64LittleEndian(value);
+        node = ReadRef(value);
         return true;
     }
+
+    /// <summary>A block pointer as a value: address (u64 LE) then generation (u64 LE).</summary>
+    public static byte[] RefValue(BlockRef r)
+    {
+        var v = new byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(v, r.Address);
+        BinaryPrimitives.WriteUInt64LittleEndian(v.AsSpan(8), r.Generation);
+        return v;
+    }
+
+    public static BlockRef ParseRefValue(byte[] value, ulong nodeAddress)
+    {
+        if (value.Length != 16) throw new CorruptionException(nodeAddress, "block pointer value length", "16", value.Length.ToString());
+        return ReadRef(value);
+    }
+
+    private static BlockRef ReadRef(ReadOnlySpan<byte> v) =>
+        new(BinaryPrimitives.ReadUInt64LittleEndian(v), BinaryPrimitives.ReadUInt64LittleEndian(v[8..]));
 
     private static byte[] Prefixed(byte prefix, ulong n)
     {

@@ -9,17 +9,16 @@ namespace Cowfish.Transactions;
 /// An open pool: one writer at a time, any number of readers, each pinned to a committed state.
 /// </summary>
 /// <remarks>
-/// Lock order: <c>_writer</c> → <c>_flushGate</c> → <c>_stateGate</c>. A commit stages its state under
-/// the writer lock, lets the next writer in, and then makes itself durable under the flush gate, where
-/// one flush pair covers every commit staged so far (group commit).
+/// Lock order: <c>_writer</c> → <c>_stateGate</c>; no I/O happens under <c>_stateGate</c>. A commit
+/// stages its state under the writer lock, lets the next writer in, and then waits until a flush
+/// covers it; one flush pair covers every commit staged so far (group commit).
 /// </remarks>
 public sealed class Pool : IDisposable
 {
     private readonly IBlockDevice _device;
     private readonly bool _ownsDevice;
     private readonly SemaphoreSlim _writer = new(1, 1);
-    private readonly object _flushGate = new();
-    // Guards _durable, _durableSlot, _readers and _failure.
+    // Guards _durable, _durableSlot, _flushing, _readers and _failure; waiters for durability wait on it.
     private readonly object _stateGate = new();
     private readonly SortedDictionary<ulong, int> _readers = new();
     private Superblock _durable;
@@ -27,6 +26,7 @@ public sealed class Pool : IDisposable
     private Superblock _staged; // written only under _writer
     private ulong _nextGeneration; // under _writer
     private Exception? _failure;
+    private bool _flushing;
     private long _superblockWrites;
     private bool _disposed;
 
@@ -159,20 +159,32 @@ public sealed class Pool : IDisposable
     /// Makes every staged commit up to <paramref name="generation"/> durable: flush the nodes, write
     /// the superblock to the slot that does not hold the newest durable one, flush again.
     /// </summary>
+    /// <remarks>
+    /// Group commit: one caller at a time leads a flush, for the newest staged state at that moment.
+    /// Everyone else waits on <c>_stateGate</c> and is woken when a flush completes, so a commit
+    /// that a flush covered returns at once instead of queueing behind the next flush.
+    /// </remarks>
     internal void MakeDurable(ulong generation)
     {
-        lock (_flushGate)
+        while (true)
         {
-            ThrowIfUnusable();
             Superblock target;
             int slot;
             lock (_stateGate)
             {
-                if (_durable.Generation >= generation) return;
+                while (true)
+                {
+                    ObjectDisposedException.ThrowIf(_disposed, this);
+                    if (_failure is not null) throw new EngineFailedException(_failure);
+                    if (_durable.Generation >= generation) return;
+                    if (!_flushing) break;
+                    Monitor.Wait(_stateGate);
+                }
+                _flushing = true;
                 slot = 1 - _durableSlot;
+                // A staged state is fully written before it is published, so any of them will do.
+                target = Volatile.Read(ref _staged);
             }
-            // _staged may be replaced by a concurrent writer; any staged state is fully written.
-            target = Volatile.Read(ref _staged);
             try
             {
                 _device.Flush();
@@ -183,7 +195,12 @@ public sealed class Pool : IDisposable
             }
             catch (Exception e)
             {
-                Fail(e);
+                lock (_stateGate)
+                {
+                    _failure ??= e;
+                    _flushing = false;
+                    Monitor.PulseAll(_stateGate);
+                }
                 throw new EngineFailedException(e);
             }
             Interlocked.Increment(ref _superblockWrites);
@@ -191,6 +208,8 @@ public sealed class Pool : IDisposable
             {
                 _durable = target;
                 _durableSlot = slot;
+                _flushing = false;
+                Monitor.PulseAll(_stateGate);
             }
         }
     }
@@ -198,7 +217,11 @@ public sealed class Pool : IDisposable
     /// <summary>Marks the pool unusable after a failed write or flush; every later call refuses.</summary>
     internal void Fail(Exception cause)
     {
-        lock (_stateGate) _failure ??= cause;
+        lock (_stateGate)
+        {
+            _failure ??= cause;
+            Monitor.PulseAll(_stateGate);
+        }
     }
 
     internal void ThrowIfUnusable()

@@ -50,7 +50,7 @@ public sealed class ReadTransaction : IDisposable
     internal TreeReader Tree(TreeId id)
     {
         EnsureOpen();
-        if (!Catalog.TryGetRoot(_catalog, id, out ulong root, out var kind))
+        if (!Catalog.TryGetRoot(_catalog, id, out var root, out var kind))
             throw new NotFoundException($"tree {id} does not exist");
         return new TreeReader(_pool.Store, root, kind);
     }

@@ -16,7 +16,7 @@ internal static class SpaceMapStore
     /// block and frees the old one, which can dirty further pages, so placement repeats until every
     /// dirty page has a home; pages are encoded only at the end, when the bitmap no longer changes.
     /// </summary>
-    public static ulong Persist(SpaceMap map, TreeWriter spaceTree, NodeStore store, ulong generation)
+    public static BlockRef Persist(SpaceMap map, TreeWriter spaceTree, NodeStore store, ulong generation)
     {
         var placed = new Dictionary<ulong, ulong>();
         while (true)
@@ -26,16 +26,17 @@ internal static class SpaceMapStore
             foreach (ulong page in todo)
             {
                 var key = CatalogKeys.U64Key(page);
-                if (spaceTree.TryGet(key, out var old)) map.Free(CatalogKeys.ParseU64Value(old, 0), 1);
+                if (spaceTree.TryGet(key, out var old)) map.Free(CatalogKeys.ParseRefValue(old, 0).Address, 1);
                 ulong addr = map.Allocate(1);
                 placed[page] = addr;
-                spaceTree.Put(key, CatalogKeys.U64Value(addr));
+                spaceTree.Put(key, CatalogKeys.RefValue(new BlockRef(addr, generation)));
             }
             spaceTree.Spill();
         }
         var block = new byte[Layout.BlockSize];
         foreach (var (page, addr) in placed)
         {
+            // Each page records the generation it was written in; the tree's pointer says the same.
             map.EncodePage(page, block);
             BlockHeader.Seal(block, Magic.Bitmap, addr, generation);
             store.WriteBlock(addr, block);
@@ -45,7 +46,7 @@ internal static class SpaceMapStore
     }
 
     /// <summary>Reads every bitmap page of a committed state into <paramref name="map"/>, validating each.</summary>
-    public static void Load(SpaceMap map, NodeStore store, ulong spaceRoot)
+    public static void Load(SpaceMap map, NodeStore store, BlockRef spaceRoot)
     {
         var tree = new TreeReader(store, spaceRoot, TreeKind.SpaceMap);
         var block = new byte[Layout.BlockSize];
@@ -57,34 +58,35 @@ internal static class SpaceMapStore
             seen++;
         }
         if (seen != map.PageCount)
-            throw new CorruptionException(spaceRoot, "space-map page count", map.PageCount.ToString(), seen.ToString());
+            throw new CorruptionException(spaceRoot.Address, "space-map page count", map.PageCount.ToString(), seen.ToString());
         ulong beyond = map.FirstBitBeyondEnd();
         if (beyond != 0)
-            throw new CorruptionException(spaceRoot, "space map", $"no block at or past {map.TotalBlocks} in use", $"block {beyond} in use");
+            throw new CorruptionException(spaceRoot.Address, "space map", $"no block at or past {map.TotalBlocks} in use", $"block {beyond} in use");
         for (ulong b = 0; b < Layout.FirstDataBlock; b++)
-            if (!map.IsAllocated(b)) throw new CorruptionException(spaceRoot, "space map", $"superblock slot {b} in use", "free");
+            if (!map.IsAllocated(b)) throw new CorruptionException(spaceRoot.Address, "space map", $"superblock slot {b} in use", "free");
     }
 
     /// <summary>The (page, block) entries of a space-map tree, validated against the pool size.</summary>
-    public static IEnumerable<(ulong Page, ulong Address)> Pages(TreeReader tree, ulong totalBlocks)
+    public static IEnumerable<(ulong Page, BlockRef Address)> Pages(TreeReader tree, ulong totalBlocks)
     {
         ulong pages = (totalBlocks + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
         foreach (var kv in tree.Scan())
         {
             ulong page = CatalogKeys.ParseU64Key(kv.Key, 0);
-            ulong addr = CatalogKeys.ParseU64Value(kv.Value, 0);
-            if (page >= pages) throw new CorruptionException(addr, "space-map page number", $"< {pages}", page.ToString());
-            if (addr < Layout.FirstDataBlock || addr >= totalBlocks)
-                throw new CorruptionException(addr, "space-map page address", $"{Layout.FirstDataBlock}..{totalBlocks - 1}", addr.ToString());
+            var addr = CatalogKeys.ParseRefValue(kv.Value, 0);
+            if (page >= pages) throw new CorruptionException(addr.Address, "space-map page number", $"< {pages}", page.ToString());
+            if (addr.Address < Layout.FirstDataBlock || addr.Address >= totalBlocks)
+                throw new CorruptionException(addr.Address, "space-map page address", $"{Layout.FirstDataBlock}..{totalBlocks - 1}", addr.Address.ToString());
             yield return (page, addr);
         }
     }
 
-    public static void ReadPage(NodeStore store, ulong page, ulong addr, Span<byte> block)
+    public static void ReadPage(NodeStore store, ulong page, BlockRef at, Span<byte> block)
     {
-        store.ReadBlock(addr, block);
-        BlockHeader.Verify(block, Magic.Bitmap, addr, "space-map page");
+        store.ReadBlock(at.Address, block);
+        ulong gen = BlockHeader.Verify(block, Magic.Bitmap, at.Address, "space-map page");
+        if (gen != at.Generation) throw new CorruptionException(at.Address, "space-map page generation", at.Generation.ToString(), gen.ToString());
         ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(block[BlockHeader.KindSpecificOffset..]);
-        if (stored != page) throw new CorruptionException(addr, "space-map page number", page.ToString(), stored.ToString());
+        if (stored != page) throw new CorruptionException(at.Address, "space-map page number", page.ToString(), stored.ToString());
     }
 }

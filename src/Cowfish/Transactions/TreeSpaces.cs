@@ -1,4 +1,5 @@
 using Cowfish.Allocation;
+using Cowfish.Format;
 using Cowfish.Trees;
 
 namespace Cowfish.Transactions;
@@ -25,16 +26,16 @@ internal sealed class PrivateSpace(SpaceMap map, NodeStore store, ulong generati
 internal sealed class SharedSpace : ITreeSpace
 {
     private readonly SpaceMap _map;
-    private readonly TreeReader _committedCounts;
+    private readonly TreeReader? _committedCounts;
     // Absolute counts this transaction changed; 1 (or a freed block) means "no entry" at commit.
     private readonly Dictionary<ulong, uint> _overlay = new();
 
-    public SharedSpace(SpaceMap map, NodeStore store, ulong generation, ulong refCountRoot)
+    public SharedSpace(SpaceMap map, NodeStore store, ulong generation, BlockRef refCountRoot)
     {
         _map = map;
         Store = store;
         Generation = generation;
-        _committedCounts = new TreeReader(store, refCountRoot, TreeKind.RefCount);
+        _committedCounts = refCountRoot.IsNone ? null : new TreeReader(store, refCountRoot, TreeKind.RefCount);
     }
 
     public ulong Generation { get; }
@@ -44,7 +45,7 @@ internal sealed class SharedSpace : ITreeSpace
     public uint RefCount(ulong address)
     {
         if (_overlay.TryGetValue(address, out uint rc)) return rc;
-        if (_committedCounts.TryGet(CatalogKeys.U64Key(address), out var v))
+        if (_committedCounts is not null && _committedCounts.TryGet(CatalogKeys.U64Key(address), out var v))
         {
             ulong n = CatalogKeys.ParseU64Value(v, address);
             if (n < 2 || n > uint.MaxValue) throw new CorruptionException(address, "reference count", "2.." + uint.MaxValue, n.ToString());

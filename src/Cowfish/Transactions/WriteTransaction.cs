@@ -26,7 +26,7 @@ public sealed class WriteTransaction : IDisposable
         _gen = generation;
         _private = new PrivateSpace(pool.Space, pool.Store, generation);
         _shared = new SharedSpace(pool.Space, pool.Store, generation, baseState.RefCountRoot);
-        _catalog = baseState.CatalogRoot == 0
+        _catalog = baseState.CatalogRoot.IsNone
             ? TreeWriter.CreateEmpty(_private, TreeKind.Catalog)
             : new TreeWriter(_private, baseState.CatalogRoot, TreeKind.Catalog);
         _nextTreeId = baseState.NextTreeId;
@@ -43,7 +43,7 @@ public sealed class WriteTransaction : IDisposable
         ulong id = _nextTreeId++;
         var w = TreeWriter.CreateEmpty(_shared, TreeKind.Plain);
         _open[id] = w;
-        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(0, TreeKind.Plain));
+        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(BlockRef.None, TreeKind.Plain));
         return new TreeId(id);
     });
 
@@ -58,8 +58,8 @@ public sealed class WriteTransaction : IDisposable
     public TreeId CloneTree(TreeId source) => Guard(() =>
     {
         var w = Writer(source);
-        ulong root = SpillTree(source.Value, w);
-        _shared.AddRef(root, 1);
+        var root = SpillTree(source.Value, w);
+        _shared.AddRef(root.Address, 1);
         ulong id = _nextTreeId++;
         _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
         return new TreeId(id);
@@ -72,7 +72,7 @@ public sealed class WriteTransaction : IDisposable
     public void DropTree(TreeId id) => Guard(() =>
     {
         var w = Writer(id);
-        ulong root = SpillTree(id.Value, w);
+        var root = SpillTree(id.Value, w);
         _open.Remove(id.Value);
         _catalog.Delete(CatalogKeys.Tree(id.Value));
         _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(root));
@@ -112,12 +112,12 @@ public sealed class WriteTransaction : IDisposable
         {
             foreach (var (id, w) in _open) SpillTree(id, w);
             ReleaseDropped(_pool.Options.DropBudgetPerCommit);
-            ulong catalogRoot = _catalog.Spill();
-            ulong refRoot = WriteRefCounts();
-            var spaceTree = _base.SpaceMapRoot == 0
+            var catalogRoot = _catalog.Spill();
+            var refRoot = WriteRefCounts();
+            var spaceTree = _base.SpaceMapRoot.IsNone
                 ? TreeWriter.CreateEmpty(_private, TreeKind.SpaceMap)
                 : new TreeWriter(_private, _base.SpaceMapRoot, TreeKind.SpaceMap);
-            ulong spaceRoot = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
+            var spaceRoot = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
             var sb = _base with
             {
                 Generation = _gen,
@@ -164,7 +164,7 @@ public sealed class WriteTransaction : IDisposable
     private TreeWriter Writer(TreeId id)
     {
         if (_open.TryGetValue(id.Value, out var w)) return w;
-        if (!_catalog.TryGet(CatalogKeys.Tree(id.Value), out var v) || !CatalogKeys.TryParseTree(CatalogKeys.Tree(id.Value), v, out _, out ulong root, out var kind))
+        if (!_catalog.TryGet(CatalogKeys.Tree(id.Value), out var v) || !CatalogKeys.TryParseTree(CatalogKeys.Tree(id.Value), v, out _, out var root, out var kind))
             throw new NotFoundException($"tree {id} does not exist");
         w = new TreeWriter(_shared, root, kind);
         _open[id.Value] = w;
@@ -172,11 +172,11 @@ public sealed class WriteTransaction : IDisposable
     }
 
     /// <summary>Writes a tree's dirty nodes and records its root in the catalog if it moved.</summary>
-    private ulong SpillTree(ulong id, TreeWriter w)
+    private BlockRef SpillTree(ulong id, TreeWriter w)
     {
-        ulong before = w.CommittedRoot;
-        ulong root = w.Spill();
-        if (root != before || before == 0) _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
+        var before = w.CommittedRoot;
+        var root = w.Spill();
+        if (root != before || before.IsNone) _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
         return root;
     }
 
@@ -193,14 +193,17 @@ public sealed class WriteTransaction : IDisposable
         {
             var first = _catalog.Scan(start, end).FirstOrDefault();
             if (first.Key is null) break;
-            if (!CatalogKeys.TryParseDrop(first.Key, first.Value, out _, out ulong addr))
-                throw new CorruptionException(_catalog.CommittedRoot, "drop-queue entry", "9-byte key, 8-byte value", $"{first.Key.Length}/{first.Value.Length} bytes");
+            if (!CatalogKeys.TryParseDrop(first.Key, first.Value, out _, out var nodeRef))
+                throw new CorruptionException(_catalog.CommittedRoot.Address, "drop-queue entry", "9-byte key, 16-byte value", $"{first.Key.Length}/{first.Value.Length} bytes");
             _catalog.Delete(first.Key);
+            ulong addr = nodeRef.Address;
             if (_shared.RefCount(addr) > 1) { _shared.Release(addr, 1); continue; }
             var node = _pool.Store.Read(addr);
+            if (node.Generation != nodeRef.Generation)
+                throw new CorruptionException(addr, "dropped node generation", nodeRef.Generation.ToString(), node.Generation.ToString());
             if (!node.IsLeaf)
             {
-                foreach (ulong child in node.Children!)
+                foreach (var child in node.Children!)
                     _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(child));
             }
             else if (ValueReferences.For(node.Kind) is { } vr)
@@ -216,10 +219,10 @@ public sealed class WriteTransaction : IDisposable
         }
     }
 
-    private ulong WriteRefCounts()
+    private BlockRef WriteRefCounts()
     {
-        if (_shared.Overlay.Count == 0 && _base.RefCountRoot != 0) return _base.RefCountRoot;
-        var tree = _base.RefCountRoot == 0
+        if (_shared.Overlay.Count == 0 && !_base.RefCountRoot.IsNone) return _base.RefCountRoot;
+        var tree = _base.RefCountRoot.IsNone
             ? TreeWriter.CreateEmpty(_private, TreeKind.RefCount)
             : new TreeWriter(_private, _base.RefCountRoot, TreeKind.RefCount);
         foreach (var (addr, rc) in _shared.Overlay.OrderBy(kv => kv.Key))

@@ -17,7 +17,7 @@ internal sealed class Node
 {
     public const int HeaderSize = Layout.BlockHeaderSize;
     public const int LeafEntryOverhead = 4;      // u16 key length, u16 value length
-    public const int InternalEntryOverhead = 10; // u16 key length, u64 child
+    public const int InternalEntryOverhead = 18; // u16 key length, u64 child address, u64 child generation
     public const int Capacity = Layout.BlockSize - HeaderSize;
 
     public ulong Address;
@@ -27,7 +27,7 @@ internal sealed class Node
     public bool Dirty;
     public readonly List<byte[]> Keys;
     public readonly List<byte[]>? Values;
-    public readonly List<ulong>? Children;
+    public readonly List<BlockRef>? Children;
     /// <summary>Dirty children of a dirty internal node; null where the child is the clean node at Children[i].</summary>
     public readonly List<Node?>? ChildNodes;
     /// <summary>Encoded payload size, kept up to date by every change.</summary>
@@ -41,7 +41,7 @@ internal sealed class Node
         if (level == 0) Values = new List<byte[]>(capacity);
         else
         {
-            Children = new List<ulong>(capacity);
+            Children = new List<BlockRef>(capacity);
             ChildNodes = new List<Node?>(capacity);
         }
     }
@@ -122,8 +122,9 @@ internal sealed class Node
             else
             {
                 System.Diagnostics.Debug.Assert(ChildNodes![i] is null, "encoding a node with a dirty child");
-                BinaryPrimitives.WriteUInt64LittleEndian(block[(p + 2)..], Children![i]);
-                p += 10;
+                BinaryPrimitives.WriteUInt64LittleEndian(block[(p + 2)..], Children![i].Address);
+                BinaryPrimitives.WriteUInt64LittleEndian(block[(p + 10)..], Children[i].Generation);
+                p += 18;
                 k.CopyTo(block[p..]); p += k.Length;
             }
         }
@@ -163,8 +164,9 @@ internal sealed class Node
             }
             else
             {
-                ulong child = BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 2)..]);
-                p += 10;
+                var child = new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 2)..]), BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 10)..]));
+                if (child.Generation > gen) throw new CorruptionException(address, $"entry {i} child generation", $"<= {gen}", child.Generation.ToString());
+                p += 18;
                 if (p + kl > end) throw new CorruptionException(address, $"entry {i} key", $"within {end}", $"to {p + kl}");
                 key = block.Slice(p, kl).ToArray(); p += kl;
                 n.Children!.Add(child);

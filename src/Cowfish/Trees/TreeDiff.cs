@@ -26,7 +26,7 @@ internal static class TreeDiff
         public bool HeadIsEntry => Top.IsLeaf;
 
         /// <summary>Address of the head subtree, or 0 when it is dirty (never equal to anything).</summary>
-        public ulong HeadAddress => Top.ChildNodes?[Index] is not null ? 0 : Top.Children![Index];
+        public ulong HeadAddress => Top.ChildNodes?[Index] is not null ? 0 : Top.Children![Index].Address;
         public int HeadLevel => Top.Level - 1;
 
         public void Skip()

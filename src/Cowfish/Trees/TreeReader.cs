@@ -6,13 +6,13 @@ namespace Cowfish.Trees;
 internal class TreeReader
 {
     protected readonly NodeStore Store;
-    protected ulong RootAddress;
+    protected BlockRef RootRef;
     protected Node? DirtyRoot;
 
-    public TreeReader(NodeStore store, ulong root, TreeKind kind)
+    public TreeReader(NodeStore store, BlockRef root, TreeKind kind)
     {
         Store = store;
-        RootAddress = root;
+        RootRef = root;
         Kind = kind;
     }
 
@@ -25,8 +25,9 @@ internal class TreeReader
     internal Node Root()
     {
         if (DirtyRoot is { } d) return d;
-        var n = Store.Read(RootAddress);
-        if (n.Kind != Kind) throw new CorruptionException(RootAddress, "tree root kind", Kind.ToString(), n.Kind.ToString());
+        var n = Store.Read(RootRef.Address);
+        if (n.Kind != Kind) throw new CorruptionException(RootRef.Address, "tree root kind", Kind.ToString(), n.Kind.ToString());
+        if (n.Generation != RootRef.Generation) throw new CorruptionException(RootRef.Address, "tree root generation", RootRef.Generation.ToString(), n.Generation.ToString());
         return n;
     }
 
@@ -34,8 +35,10 @@ internal class TreeReader
     internal Node Child(Node parent, int i)
     {
         if (parent.ChildNodes is { } cn && cn[i] is { } dirty) return dirty;
-        ulong addr = parent.Children![i];
+        var r = parent.Children![i];
+        ulong addr = r.Address;
         var n = Store.Read(addr);
+        if (n.Generation != r.Generation) throw new CorruptionException(addr, "tree node generation", r.Generation.ToString(), n.Generation.ToString());
         if (n.Kind != parent.Kind) throw new CorruptionException(addr, "tree node kind", parent.Kind.ToString(), n.Kind.ToString());
         if (n.Level != parent.Level - 1) throw new CorruptionException(addr, "tree node level", (parent.Level - 1).ToString(), n.Level.ToString());
         return n;

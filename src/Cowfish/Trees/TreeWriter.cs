@@ -21,7 +21,7 @@ internal sealed class TreeWriter : TreeReader
     private readonly IValueReferences? _refs;
     private readonly List<(ulong, uint)> _scratch = new();
 
-    public TreeWriter(ITreeSpace space, ulong root, TreeKind kind) : base(space.Store, root, kind)
+    public TreeWriter(ITreeSpace space, BlockRef root, TreeKind kind) : base(space.Store, root, kind)
     {
         _space = space;
         _refs = ValueReferences.For(kind);
@@ -30,15 +30,15 @@ internal sealed class TreeWriter : TreeReader
     /// <summary>Creates an empty tree (one empty leaf, written at the next spill).</summary>
     public static TreeWriter CreateEmpty(ITreeSpace space, TreeKind kind)
     {
-        var w = new TreeWriter(space, 0, kind);
+        var w = new TreeWriter(space, BlockRef.None, kind);
         w.DirtyRoot = new Node(kind, 0) { Dirty = true, Generation = space.Generation };
         return w;
     }
 
     public bool IsDirty => DirtyRoot is not null;
 
-    /// <summary>Root address as of the last spill (0 for a new tree that was never spilled).</summary>
-    public ulong CommittedRoot => RootAddress;
+    /// <summary>Root as of the last spill (none for a new tree that was never spilled).</summary>
+    public BlockRef CommittedRoot => RootRef;
 
     public void Put(byte[] key, byte[] value)
     {
@@ -91,19 +91,19 @@ internal sealed class TreeWriter : TreeReader
         return true;
     }
 
-    /// <summary>Writes every dirty node, children first, and returns the new root address.</summary>
-    public ulong Spill()
+    /// <summary>Writes every dirty node, children first, and returns the new root.</summary>
+    public BlockRef Spill()
     {
         if (DirtyRoot is { } r)
         {
-            RootAddress = SpillNode(r);
+            RootRef = SpillNode(r);
             DirtyRoot = null;
             Version++;
         }
-        return RootAddress;
+        return RootRef;
     }
 
-    private ulong SpillNode(Node n)
+    private BlockRef SpillNode(Node n)
     {
         if (!n.IsLeaf)
         {
@@ -120,7 +120,7 @@ internal sealed class TreeWriter : TreeReader
         n.Generation = _space.Generation;
         n.Dirty = false;
         _space.Store.Write(n);
-        return n.Address;
+        return new BlockRef(n.Address, n.Generation);
     }
 
     // --- shadowing ------------------------------------------------------------------------
@@ -152,7 +152,7 @@ internal sealed class TreeWriter : TreeReader
         {
             // Shared: the copy becomes one more parent of everything the node points to.
             copy.Address = 0;
-            if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c, 1);
+            if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c.Address, 1);
             else if (_refs is not null)
                 foreach (var v in copy.Values!) foreach (var (a, b) in CollectRefs(v)) _space.AddRef(a, b);
             _space.Release(addr, 1);
@@ -214,7 +214,7 @@ internal sealed class TreeWriter : TreeReader
     private static void AddChild(Node parent, int at, byte[] key, Node child)
     {
         parent.Keys.Insert(at, key);
-        parent.Children!.Insert(at, 0);
+        parent.Children!.Insert(at, BlockRef.None);
         parent.ChildNodes!.Insert(at, child);
         parent.PayloadBytes += Node.InternalEntrySize(key);
     }
@@ -309,10 +309,10 @@ internal sealed class TreeWriter : TreeReader
             }
             // The old root's reference to its only child passes to the tree itself.
             var only = root.ChildNodes![0];
-            ulong onlyAddr = root.Children![0];
+            var onlyRef = root.Children![0];
             Discard(root);
             if (only is not null) DirtyRoot = only;
-            else { DirtyRoot = null; RootAddress = onlyAddr; return; }
+            else { DirtyRoot = null; RootRef = onlyRef; Version++; return; }
         }
     }
 }
