@@ -16,11 +16,11 @@ namespace Cowfish.Tests;
 /// </summary>
 public sealed class CrashTests(ITestOutputHelper output)
 {
-    public static IEnumerable<object[]> SeedCases() => Seeds.For(2).Select(s => new object[] { s });
+    public static IEnumerable<object[]> SeedCases() => Seeds.For(3).Select(s => new object[] { s });
 
     [Theory]
     [MemberData(nameof(SeedCases))]
-    public void EveryFlushIndexRecoversToACommittedState(int seed) => Run(seed, commits: 24);
+    public void EveryFlushIndexRecoversToACommittedState(int seed) => Run(seed, commits: 40);
 
     [Fact]
     [Trait("Category", "Stress")]
