@@ -20,6 +20,14 @@ public sealed class TreeModelTests(ITestOutputHelper output)
     [MemberData(nameof(SeedCases))]
     public void RandomOperationsMatchTheModel(int seed) => Run(seed, steps: 150, opsPerStep: 400);
 
+    /// <summary>Seeds that caught a root collapsing onto a clean child without a catalog update.</summary>
+    public static IEnumerable<object[]> HugeValueSeeds() => Seeds.For(3, 1530088640, 1867016189, 282992744).Select(s => new object[] { s });
+
+    /// <summary>Mostly huge values, small key space: leaves of one or two entries that empty, merge and collapse all the time.</summary>
+    [Theory]
+    [MemberData(nameof(HugeValueSeeds))]
+    public void RandomOperationsWithHugeValuesMatchTheModel(int seed) => Run(seed, steps: 400, opsPerStep: 4, keySpace: 8, largeValuePercent: 70);
+
     [Fact]
     [Trait("Category", "Stress")]
     public void RandomOperationsMatchTheModelLong()
@@ -27,14 +35,14 @@ public sealed class TreeModelTests(ITestOutputHelper output)
         foreach (int seed in Seeds.For(20)) Run(seed, steps: 600, opsPerStep: 150);
     }
 
-    private void Run(int seed, int steps, int opsPerStep)
+    private void Run(int seed, int steps, int opsPerStep, int keySpace = 3000, int largeValuePercent = 3)
     {
         Seeds.Announce(output, nameof(RandomOperationsMatchTheModel), seed);
         var dev = new MemoryDevice();
         var options = PoolChecker.Strict(new PoolOptions { DropBudgetPerCommit = 40, CacheNodes = 256 });
         var pool = Pool.Create(dev, options);
         var committed = new TreeModel();
-        var w = new Workload(seed);
+        var w = new Workload(seed, keySpace, largeValuePercent);
         long maxNodes = 0;
         try
         {

@@ -254,3 +254,38 @@ public sealed class TreeStructureTests
         Assert.Equal(30_000, rt.Scan(src).Count());
     }
 }
+
+/// <summary>Regression: a root that collapses onto a clean child must still be recorded in the catalog.</summary>
+public sealed class RootCollapseTests
+{
+    [Theory]
+    [InlineData(3, false)]
+    [InlineData(5, true)]
+    [InlineData(9, false)]
+    [InlineData(17, true)]
+    public void DeletingLargeEntriesOneCommitAtATimeKeepsTheCatalogRight(int entries, bool fromTheEnd)
+    {
+        using var pool = Pool.Create(new MemoryDevice(), PoolChecker.Strict());
+        TreeId t;
+        var keys = Enumerable.Range(0, entries).Select(i => new[] { (byte)i }).ToList();
+        using (var tx = pool.BeginWrite())
+        {
+            t = tx.CreateTree();
+            foreach (var k in keys) tx.Put(t, k, new byte[Layout.MaxValueSize]);
+            tx.Commit();
+        }
+        if (fromTheEnd) keys.Reverse();
+        var left = keys.Count;
+        foreach (var k in keys)
+        {
+            using (var tx = pool.BeginWrite())
+            {
+                Assert.True(tx.Delete(t, k));
+                tx.Commit();
+            }
+            left--;
+            using var rt = pool.BeginRead();
+            Assert.Equal(left, rt.Scan(t).Count());
+        }
+    }
+}

@@ -16,6 +16,9 @@ public sealed class WriteTransaction : IDisposable
     private readonly SharedSpace _shared;
     private readonly TreeWriter _catalog;
     private readonly Dictionary<ulong, TreeWriter> _open = new();
+    // The root each open tree has in the catalog now. A tree's root can move without any dirty
+    // node (a root collapsing onto a clean child), so spilling compares against this, not the writer.
+    private readonly Dictionary<ulong, BlockRef> _recorded = new();
     private ulong _nextTreeId, _nextDropSeq;
     private bool _done;
 
@@ -43,6 +46,7 @@ public sealed class WriteTransaction : IDisposable
         ulong id = _nextTreeId++;
         var w = TreeWriter.CreateEmpty(_shared, TreeKind.Plain);
         _open[id] = w;
+        _recorded[id] = BlockRef.None;
         _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(BlockRef.None, TreeKind.Plain));
         return new TreeId(id);
     });
@@ -74,6 +78,7 @@ public sealed class WriteTransaction : IDisposable
         var w = Writer(id);
         var root = SpillTree(id.Value, w);
         _open.Remove(id.Value);
+        _recorded.Remove(id.Value);
         _catalog.Delete(CatalogKeys.Tree(id.Value));
         _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(root));
         return 0;
@@ -168,15 +173,19 @@ public sealed class WriteTransaction : IDisposable
             throw new NotFoundException($"tree {id} does not exist");
         w = new TreeWriter(_shared, root, kind);
         _open[id.Value] = w;
+        _recorded[id.Value] = root;
         return w;
     }
 
     /// <summary>Writes a tree's dirty nodes and records its root in the catalog if it moved.</summary>
     private BlockRef SpillTree(ulong id, TreeWriter w)
     {
-        var before = w.CommittedRoot;
         var root = w.Spill();
-        if (root != before || before.IsNone) _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
+        if (!_recorded.TryGetValue(id, out var recorded) || recorded != root)
+        {
+            _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, w.Kind));
+            _recorded[id] = root;
+        }
         return root;
     }
 

@@ -12,11 +12,14 @@ internal sealed class Workload
 {
     private readonly Random _rng;
     private readonly int _keySpace;
+    private readonly int _largeValuePercent;
 
-    public Workload(int seed, int keySpace = 3000)
+    /// <param name="largeValuePercent">Share of values near the size limit: many make leaves of one or two entries, which empty and collapse often.</param>
+    public Workload(int seed, int keySpace = 3000, int largeValuePercent = 3)
     {
         _rng = new Random(seed);
         _keySpace = keySpace;
+        _largeValuePercent = largeValuePercent;
     }
 
     public Random Rng => _rng;
@@ -98,7 +101,7 @@ internal sealed class Workload
     private byte[] Value()
     {
         int shape = _rng.Next(100);
-        int len = shape < 3 ? Cowfish.Format.Layout.MaxValueSize - _rng.Next(10) : shape < 10 ? 0 : _rng.Next(1, 120);
+        int len = shape < _largeValuePercent ? Cowfish.Format.Layout.MaxValueSize - _rng.Next(10) : shape < _largeValuePercent + 7 ? 0 : _rng.Next(1, 120);
         var v = new byte[len];
         _rng.NextBytes(v);
         return v;
