@@ -46,13 +46,7 @@ internal sealed class TreeWriter : TreeReader
         if (value.Length > Layout.MaxValueSize) throw new InvalidRequestException($"value of {value.Length} bytes is over the limit of {Layout.MaxValueSize}");
         Version++;
         var path = new List<(Node Node, int Index)>(8);
-        var n = WritableRoot();
-        while (!n.IsLeaf)
-        {
-            int ci = n.ChildFor(key);
-            path.Add((n, ci));
-            n = WritableChild(n, ci);
-        }
+        var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         if (found)
         {
@@ -74,13 +68,7 @@ internal sealed class TreeWriter : TreeReader
         if (!TryGet(key, out _)) return false;
         Version++;
         var path = new List<(Node Node, int Index)>(8);
-        var n = WritableRoot();
-        while (!n.IsLeaf)
-        {
-            int ci = n.ChildFor(key);
-            path.Add((n, ci));
-            n = WritableChild(n, ci);
-        }
+        var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         Debug.Assert(found, "key vanished between lookup and delete");
         ReleaseValue(n.Values![i]);
@@ -124,6 +112,19 @@ internal sealed class TreeWriter : TreeReader
     }
 
     // --- shadowing ------------------------------------------------------------------------
+
+    /// <summary>Makes the path to <paramref name="key"/>'s leaf writable, recording it in <paramref name="path"/>; returns the leaf.</summary>
+    private Node DescendWritable(ReadOnlySpan<byte> key, List<(Node Node, int Index)> path)
+    {
+        var n = WritableRoot();
+        while (!n.IsLeaf)
+        {
+            int ci = n.ChildFor(key);
+            path.Add((n, ci));
+            n = WritableChild(n, ci);
+        }
+        return n;
+    }
 
     private Node WritableRoot()
     {
