@@ -16,9 +16,14 @@ namespace Cowfish.Allocation;
 /// becomes reusable only when g is durable and no reader pins a generation below g.</item>
 /// </list>
 /// Every change made inside a transaction is logged so that an abort puts both bitmaps back.
+/// A reservation (for data written before the transaction that maps it) is busy but not allocated,
+/// so a crash before that transaction commits leaks nothing.
+/// All members take <c>_gate</c>: the writer and the threads reserving space for their data share the map.
 /// </remarks>
 internal sealed class SpaceMap
 {
+    private readonly object _gate = new();
+    private ulong _reservedBlocks;
     private ulong[] _allocated;
     private ulong[] _busy;
     private ulong _total;
@@ -42,44 +47,52 @@ internal sealed class SpaceMap
         for (ulong p = 0; p < PageCount; p++) _dirtyPages.Add(p);
     }
 
-    public ulong TotalBlocks => _total;
-    public ulong PageCount => (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
-    public ulong PendingBlocks => _pendingBlocks;
-    public IReadOnlyCollection<ulong> DirtyPages => _dirtyPages;
+    public ulong TotalBlocks { get { lock (_gate) return _total; } }
+    public ulong PageCount { get { lock (_gate) return (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage; } }
+    public ulong PendingBlocks { get { lock (_gate) return _pendingBlocks; } }
+    public ulong ReservedBlocks { get { lock (_gate) return _reservedBlocks; } }
+    /// <summary>A snapshot of the pages changed since the last commit.</summary>
+    public IReadOnlyCollection<ulong> DirtyPages { get { lock (_gate) return _dirtyPages.ToArray(); } }
 
     /// <summary>Raised when the map grows the pool; the engine resizes the device at commit.</summary>
     public ulong GrowthIncrement { get; set; } = 1024;
 
-    public bool IsAllocated(ulong block) => block < _total && Get(_allocated, block);
+    public bool IsAllocated(ulong block) { lock (_gate) return block < _total && Get(_allocated, block); }
 
     public ulong CountAllocated()
     {
-        ulong n = 0;
-        foreach (var w in _allocated) n += (ulong)BitOperations.PopCount(w);
-        return n;
+        lock (_gate)
+        {
+            ulong n = 0;
+            foreach (var w in _allocated) n += (ulong)BitOperations.PopCount(w);
+            return n;
+        }
     }
 
     /// <summary>Allocates <paramref name="blocks"/> contiguous blocks, growing the pool if no free run is long enough.</summary>
     public ulong Allocate(uint blocks)
     {
-        if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
-        ulong start = FindRun(_cursor, _total, blocks);
-        if (start == 0) start = FindRun(Layout.FirstDataBlock, _cursor, blocks);
-        if (start == 0)
+        lock (_gate)
         {
-            ulong oldTotal = _total;
-            // Start the new run at the free tail of the old space, if any, to keep it contiguous.
-            ulong tailFree = 0;
-            while (tailFree < oldTotal - Layout.FirstDataBlock && !Get(_busy, oldTotal - tailFree - 1)) tailFree++;
-            Grow(Math.Max(blocks, GrowthIncrement));
-            start = FindRun(oldTotal - tailFree, _total, blocks);
-            System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
+            if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
+            ulong start = FindRun(_cursor, _total, blocks);
+            if (start == 0) start = FindRun(Layout.FirstDataBlock, _cursor, blocks);
+            if (start == 0)
+            {
+                ulong oldTotal = _total;
+                // Start the new run at the free tail of the old space, if any, to keep it contiguous.
+                ulong tailFree = 0;
+                while (tailFree < oldTotal - Layout.FirstDataBlock && !Get(_busy, oldTotal - tailFree - 1)) tailFree++;
+                Grow(Math.Max(blocks, GrowthIncrement));
+                start = FindRun(oldTotal - tailFree, _total, blocks);
+                System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
+            }
+            for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); Set(_busy, b); }
+            MarkDirty(start, blocks);
+            _txnAllocated[start] = blocks;
+            _cursor = start + blocks;
+            return start;
         }
-        for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); Set(_busy, b); }
-        MarkDirty(start, blocks);
-        _txnAllocated[start] = blocks;
-        _cursor = start + blocks;
-        return start;
     }
 
     /// <summary>
@@ -88,71 +101,134 @@ internal sealed class SpaceMap
     /// </summary>
     public void Free(ulong address, uint blocks)
     {
-        if (address < Layout.FirstDataBlock || address + blocks > _total)
-            throw new CorruptionException(address, "run being freed", $"inside the pool ({_total} blocks)", $"{address}+{blocks}");
-        for (ulong b = address; b < address + blocks; b++)
+        lock (_gate)
         {
-            if (!Get(_allocated, b)) throw new CorruptionException(b, "block being freed", "in use", "already free (a reference count or pointer on disk is wrong)");
-            Clear(_allocated, b);
+            if (address < Layout.FirstDataBlock || address + blocks > _total)
+                throw new CorruptionException(address, "run being freed", $"inside the pool ({_total} blocks)", $"{address}+{blocks}");
+            for (ulong b = address; b < address + blocks; b++)
+            {
+                if (!Get(_allocated, b)) throw new CorruptionException(b, "block being freed", "in use", "already free (a reference count or pointer on disk is wrong)");
+                Clear(_allocated, b);
+            }
+            MarkDirty(address, blocks);
+            if (_txnAllocated.TryGetValue(address, out uint n) && n == blocks)
+            {
+                _txnAllocated.Remove(address);
+                for (ulong b = address; b < address + blocks; b++) Clear(_busy, b);
+                if (address < _cursor) _cursor = address;
+            }
+            else _txnDeferred.Add((address, blocks));
         }
-        MarkDirty(address, blocks);
-        if (_txnAllocated.TryGetValue(address, out uint n) && n == blocks)
-        {
-            _txnAllocated.Remove(address);
-            for (ulong b = address; b < address + blocks; b++) Clear(_busy, b);
-            if (address < _cursor) _cursor = address;
-        }
-        else _txnDeferred.Add((address, blocks));
     }
 
     /// <summary>Ends the transaction's log: its deferred frees now wait for <paramref name="generation"/>.</summary>
     public void CommitTransaction(ulong generation)
     {
-        if (_txnDeferred.Count > 0)
+        lock (_gate)
         {
-            var runs = new List<(ulong, uint)>(_txnDeferred);
-            foreach (var r in runs) _pendingBlocks += r.Item2;
-            _pending.Add((generation, runs));
+            if (_txnDeferred.Count > 0)
+            {
+                var runs = new List<(ulong, uint)>(_txnDeferred);
+                foreach (var r in runs) _pendingBlocks += r.Item2;
+                _pending.Add((generation, runs));
+            }
+            _txnDeferred.Clear();
+            _txnAllocated.Clear();
         }
-        _txnDeferred.Clear();
-        _txnAllocated.Clear();
     }
 
     /// <summary>Undoes every allocation and free made since the last commit.</summary>
     public void AbortTransaction()
     {
-        foreach (var (addr, n) in _txnAllocated)
+        lock (_gate)
         {
-            for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); Clear(_busy, b); MarkDirty(b, 1); }
-            if (addr < _cursor) _cursor = addr; // so the next transaction lays its blocks where this one would have
+            foreach (var (addr, n) in _txnAllocated)
+            {
+                for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); Clear(_busy, b); MarkDirty(b, 1); }
+                if (addr < _cursor) _cursor = addr; // so the next transaction lays its blocks where this one would have
+            }
+            foreach (var (addr, n) in _txnDeferred)
+                for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
+            _txnAllocated.Clear();
+            _txnDeferred.Clear();
         }
-        foreach (var (addr, n) in _txnDeferred)
-            for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
-        _txnAllocated.Clear();
-        _txnDeferred.Clear();
     }
 
     /// <summary>Makes reusable every run freed by a generation at or below both bounds.</summary>
     public void Release(ulong durableGeneration, ulong oldestPinnedGeneration)
     {
-        ulong limit = Math.Min(durableGeneration, oldestPinnedGeneration);
-        int kept = 0;
-        for (int i = 0; i < _pending.Count; i++)
+        lock (_gate)
         {
-            var (gen, runs) = _pending[i];
-            if (gen <= limit)
+            ulong limit = Math.Min(durableGeneration, oldestPinnedGeneration);
+            int kept = 0;
+            for (int i = 0; i < _pending.Count; i++)
             {
-                foreach (var (addr, n) in runs)
+                var (gen, runs) = _pending[i];
+                if (gen <= limit)
                 {
-                    for (ulong b = addr; b < addr + n; b++)
-                        if (!Get(_allocated, b)) Clear(_busy, b);
-                    _pendingBlocks -= n;
-                    if (addr < _cursor) _cursor = addr;
+                    foreach (var (addr, n) in runs)
+                    {
+                        for (ulong b = addr; b < addr + n; b++)
+                            if (!Get(_allocated, b)) Clear(_busy, b);
+                        _pendingBlocks -= n;
+                        if (addr < _cursor) _cursor = addr;
+                    }
                 }
+                else _pending[kept++] = _pending[i];
             }
-            else _pending[kept++] = _pending[i];
+            _pending.RemoveRange(kept, _pending.Count - kept);
         }
-        _pending.RemoveRange(kept, _pending.Count - kept);
+    }
+
+    // --- reservations ---------------------------------------------------------------------
+
+    /// <summary>
+    /// Reserves a contiguous run for data that will be written before the transaction that maps it.
+    /// The run is busy (nobody else gets it) but not allocated: no commit persists it until
+    /// <see cref="Claim"/>, so a crash in between leaks nothing.
+    /// </summary>
+    public ulong Reserve(uint blocks)
+    {
+        lock (_gate)
+        {
+            ulong start = Allocate(blocks);
+            // Allocate marked it allocated and logged it in the open transaction: undo both.
+            _txnAllocated.Remove(start);
+            for (ulong b = start; b < start + blocks; b++) Clear(_allocated, b);
+            _reservedBlocks += blocks;
+            return start;
+        }
+    }
+
+    /// <summary>Turns a reservation into an allocation of the open transaction (an abort frees it).</summary>
+    public void Claim(ulong address, uint blocks)
+    {
+        lock (_gate)
+        {
+            for (ulong b = address; b < address + blocks; b++)
+            {
+                if (!Get(_busy, b) || Get(_allocated, b)) throw new InvalidOperationException($"block {b} is not reserved");
+                Set(_allocated, b);
+            }
+            MarkDirty(address, blocks);
+            _txnAllocated[address] = blocks;
+            _reservedBlocks -= blocks;
+        }
+    }
+
+    /// <summary>Gives back a reservation that was never claimed.</summary>
+    public void Unreserve(ulong address, uint blocks)
+    {
+        lock (_gate)
+        {
+            for (ulong b = address; b < address + blocks; b++)
+            {
+                if (!Get(_busy, b) || Get(_allocated, b)) throw new InvalidOperationException($"block {b} is not reserved");
+                Clear(_busy, b);
+            }
+            _reservedBlocks -= blocks;
+            if (address < _cursor) _cursor = address;
+        }
     }
 
     // --- persistence ----------------------------------------------------------------------
@@ -160,49 +236,61 @@ internal sealed class SpaceMap
     /// <summary>Encodes page <paramref name="page"/> of the allocated bitmap into a block (header sealed by the caller).</summary>
     public void EncodePage(ulong page, Span<byte> block)
     {
-        block.Clear();
-        BinaryPrimitives.WriteUInt64LittleEndian(block[BlockHeader.KindSpecificOffset..], page);
-        var bits = block[Layout.BlockHeaderSize..];
-        ulong first = page * Layout.BitsPerPage;
-        int words = Layout.BitmapBytesPerPage / 8;
-        for (int w = 0; w < words; w++)
+        lock (_gate)
         {
-            ulong word = (first / 64) + (ulong)w;
-            ulong v = word < (ulong)_allocated.Length ? _allocated[word] : 0;
-            BinaryPrimitives.WriteUInt64LittleEndian(bits[(w * 8)..], v);
+            block.Clear();
+            BinaryPrimitives.WriteUInt64LittleEndian(block[BlockHeader.KindSpecificOffset..], page);
+            var bits = block[Layout.BlockHeaderSize..];
+            ulong first = page * Layout.BitsPerPage;
+            int words = Layout.BitmapBytesPerPage / 8;
+            for (int w = 0; w < words; w++)
+            {
+                ulong word = (first / 64) + (ulong)w;
+                ulong v = word < (ulong)_allocated.Length ? _allocated[word] : 0;
+                BinaryPrimitives.WriteUInt64LittleEndian(bits[(w * 8)..], v);
+            }
         }
     }
 
     /// <summary>Loads a page read from disk into both bitmaps (at open, nothing is pending).</summary>
     public void LoadPage(ulong page, ReadOnlySpan<byte> block)
     {
-        var bits = block[Layout.BlockHeaderSize..];
-        ulong first = page * Layout.BitsPerPage;
-        int words = Layout.BitmapBytesPerPage / 8;
-        for (int w = 0; w < words; w++)
+        lock (_gate)
         {
-            ulong word = (first / 64) + (ulong)w;
-            if (word >= (ulong)_allocated.Length) break;
-            ulong v = BinaryPrimitives.ReadUInt64LittleEndian(bits[(w * 8)..]);
-            _allocated[word] = v;
-            _busy[word] = v;
+            var bits = block[Layout.BlockHeaderSize..];
+            ulong first = page * Layout.BitsPerPage;
+            int words = Layout.BitmapBytesPerPage / 8;
+            for (int w = 0; w < words; w++)
+            {
+                ulong word = (first / 64) + (ulong)w;
+                if (word >= (ulong)_allocated.Length) break;
+                ulong v = BinaryPrimitives.ReadUInt64LittleEndian(bits[(w * 8)..]);
+                _allocated[word] = v;
+                _busy[word] = v;
+            }
+            _dirtyPages.Remove(page);
         }
-        _dirtyPages.Remove(page);
     }
 
     /// <summary>Bits past the end of the pool must be clear; returns the first set one, or 0.</summary>
     public ulong FirstBitBeyondEnd()
     {
-        for (ulong b = _total; b < (ulong)_allocated.Length * 64; b++) if (Get(_allocated, b)) return b;
-        return 0;
+        lock (_gate)
+        {
+            for (ulong b = _total; b < (ulong)_allocated.Length * 64; b++) if (Get(_allocated, b)) return b;
+            return 0;
+        }
     }
 
     public void ClearDirty() => _dirtyPages.Clear();
 
     private void MarkDirty(ulong address, uint blocks)
     {
-        ulong first = address / Layout.BitsPerPage, last = (address + blocks - 1) / Layout.BitsPerPage;
-        for (ulong p = first; p <= last; p++) _dirtyPages.Add(p);
+        lock (_gate)
+        {
+            ulong first = address / Layout.BitsPerPage, last = (address + blocks - 1) / Layout.BitsPerPage;
+            for (ulong p = first; p <= last; p++) _dirtyPages.Add(p);
+        }
     }
 
     private void Grow(ulong extra)

@@ -37,7 +37,7 @@ public static class PoolChecker
         private readonly Dictionary<ulong, uint> _runs = new();
         private readonly HashSet<ulong> _visited = new();
         private readonly ulong[] _used;
-        private readonly List<(ulong, uint)> _scratch = new();
+        private readonly List<ValueRef> _scratch = new();
 
         public Walker(ReadTransaction rt)
         {
@@ -59,12 +59,14 @@ public static class PoolChecker
             // Bookkeeping trees: each node has exactly one reference.
             var treeRoots = new List<(ulong Id, BlockRef Root, TreeKind Kind)>();
             var dropRefs = new List<BlockRef>();
+            var namedTrees = new List<(string Name, ulong Id)>();
             Walk(_sb.CatalogRoot, TreeKind.Catalog, (node, i) =>
             {
                 var k = node.Keys[i];
                 var v = node.Values![i];
                 if (CatalogKeys.TryParseTree(k, v, out ulong id, out var root, out var kind)) treeRoots.Add((id, root, kind));
                 else if (CatalogKeys.TryParseDrop(k, v, out _, out var node2)) dropRefs.Add(node2);
+                else if (k.Length > 1 && k[0] == CatalogKeys.NamedPrefix && v.Length == 8) namedTrees.Add((System.Text.Encoding.UTF8.GetString(k, 1, k.Length - 1), BinaryPrimitives.ReadUInt64LittleEndian(v)));
                 else Fault("catalog", node.Address, $"entry {i} is neither a tree nor a drop-queue entry");
             });
 
@@ -95,6 +97,8 @@ public static class PoolChecker
                     Fault("catalog", root.Address, $"tree {id} has the bookkeeping kind {kind}");
                 else Walk(root, kind, ValueRefsVisitor(kind));
             }
+            foreach (var (name, id) in namedTrees)
+                if (!treeRoots.Any(t => t.Id == id)) Fault("catalog", _sb.CatalogRoot.Address, $"named tree '{name}' refers to tree {id}, which does not exist");
             _report.PendingDrops = dropRefs.Count;
             foreach (var r in dropRefs) Walk(r, null, null);
 
@@ -110,8 +114,16 @@ public static class PoolChecker
             {
                 _scratch.Clear();
                 vr.Collect(node.Values![i], _scratch);
-                foreach (var (a, n) in _scratch.ToArray())
+                foreach (var r in _scratch.ToArray())
                 {
+                    if (r.IsSubtree)
+                    {
+                        // A tree held in a value (a file's extent map): one more reference to its root.
+                        if (r.Address < Layout.FirstDataBlock || r.Address >= _total) { Fault("pointer", node.Address, $"entry {i} points to a subtree outside the pool"); continue; }
+                        Walk(r.Subtree, r.SubtreeKind, ValueRefsVisitor(r.SubtreeKind));
+                        continue;
+                    }
+                    var (a, n) = (r.Address, r.Blocks);
                     if (n == 0 || a < Layout.FirstDataBlock || a + n > _total) { Fault("extent", node.Address, $"entry {i} references blocks {a}+{n} outside the pool"); continue; }
                     _refs[a] = _refs.GetValueOrDefault(a) + 1;
                     if (_runs.TryGetValue(a, out uint seen))

@@ -18,6 +18,15 @@ internal static class Catalog
         return ids;
     }
 
+    public static bool TryGetNamed(TreeReader catalog, string name, out TreeId id)
+    {
+        id = default;
+        var key = CatalogKeys.Named(name);
+        if (!catalog.TryGet(key, out var v)) return false;
+        id = new TreeId(CatalogKeys.ParseU64Value(v, 0));
+        return true;
+    }
+
     public static bool TryGetRoot(TreeReader catalog, TreeId id, out BlockRef root, out TreeKind kind)
     {
         root = BlockRef.None;

@@ -14,6 +14,18 @@ internal static class CatalogKeys
 {
     public const byte TreePrefix = 0x01;
     public const byte DropPrefix = 0x02;
+    public const byte NamedPrefix = 0x03;
+
+    /// <summary>Key of a named tree: <c>0x03 | UTF-8 name</c> → tree id (u64 LE).</summary>
+    public static byte[] Named(string name)
+    {
+        var utf8 = System.Text.Encoding.UTF8.GetBytes(name);
+        if (utf8.Length == 0 || utf8.Length > 200) throw new ArgumentException("a tree name has 1 to 200 bytes", nameof(name));
+        var k = new byte[1 + utf8.Length];
+        k[0] = NamedPrefix;
+        utf8.CopyTo(k, 1);
+        return k;
+    }
 
     public static byte[] Tree(ulong id) => Prefixed(TreePrefix, id);
     public static byte[] Drop(ulong seq) => Prefixed(DropPrefix, seq);

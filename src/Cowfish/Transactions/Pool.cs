@@ -23,7 +23,7 @@ public sealed class Pool : IDisposable
     private readonly SortedDictionary<ulong, int> _readers = new();
     private Superblock _durable;
     private int _durableSlot;
-    private Superblock _staged; // written only under _writer
+    private Superblock _staged; // written only under _writer; read anywhere with Volatile.Read
     private ulong _nextGeneration; // under _writer
     private Exception? _failure;
     private bool _flushing;
@@ -83,13 +83,16 @@ public sealed class Pool : IDisposable
 
     // --- transactions ---------------------------------------------------------------------
 
-    /// <summary>Pins the newest durable state. Never blocks on the writer.</summary>
+    /// <summary>
+    /// Pins the newest committed state (a commit made without waiting for durability is included).
+    /// Never blocks on the writer.
+    /// </summary>
     public ReadTransaction BeginRead()
     {
         lock (_stateGate)
         {
             ThrowIfUnusable();
-            var sb = _durable;
+            var sb = Volatile.Read(ref _staged);
             _readers[sb.Generation] = _readers.GetValueOrDefault(sb.Generation) + 1;
             return new ReadTransaction(this, sb);
         }
@@ -154,6 +157,12 @@ public sealed class Pool : IDisposable
     }
 
     internal void EndWrite() => _writer.Release();
+
+    /// <summary>Makes every commit so far durable (for commits made without waiting).</summary>
+    public void Flush() => MakeDurable(Volatile.Read(ref _staged).Generation);
+
+    /// <summary>Generation of the newest commit, durable or not.</summary>
+    public Generation CommittedGeneration => new(Volatile.Read(ref _staged).Generation);
 
     /// <summary>
     /// Makes every staged commit up to <paramref name="generation"/> durable: flush the nodes, write

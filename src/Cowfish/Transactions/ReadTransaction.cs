@@ -33,6 +33,9 @@ public sealed class ReadTransaction : IDisposable
 
     public bool TryGet(TreeId tree, byte[] key, out byte[] value) => Tree(tree).TryGet(key, out value);
 
+    /// <summary>The tree registered under a well-known name, if any.</summary>
+    public bool TryGetNamedTree(string name, out TreeId id) { EnsureOpen(); return Catalog.TryGetNamed(_catalog, name, out id); }
+
     /// <summary>Entries with from ≤ key &lt; to (null bounds are open), ascending or descending.</summary>
     public IEnumerable<KeyValuePair<byte[], byte[]>> Scan(TreeId tree, byte[]? from = null, byte[]? to = null, bool reverse = false)
         => Tree(tree).Scan(from, to, reverse);

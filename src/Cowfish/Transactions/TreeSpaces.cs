@@ -15,6 +15,7 @@ internal sealed class PrivateSpace(SpaceMap map, NodeStore store, ulong generati
     public uint RefCount(ulong address) => 1;
     public void AddRef(ulong address, uint blocks) => throw new InvalidOperationException("bookkeeping trees are never shared");
     public void Release(ulong address, uint blocks) => map.Free(address, blocks);
+    public void ReleaseSubtree(BlockRef root) => throw new InvalidOperationException("bookkeeping trees hold no subtrees");
     public ulong AllocateNode() => map.Allocate(1);
 }
 
@@ -30,8 +31,11 @@ internal sealed class SharedSpace : ITreeSpace
     // Absolute counts this transaction changed; 1 (or a freed block) means "no entry" at commit.
     private readonly Dictionary<ulong, uint> _overlay = new();
 
-    public SharedSpace(SpaceMap map, NodeStore store, ulong generation, BlockRef refCountRoot)
+    private readonly Action<BlockRef> _queueDrop;
+
+    public SharedSpace(SpaceMap map, NodeStore store, ulong generation, BlockRef refCountRoot, Action<BlockRef> queueDrop)
     {
+        _queueDrop = queueDrop;
         _map = map;
         Store = store;
         Generation = generation;
@@ -67,6 +71,13 @@ internal sealed class SharedSpace : ITreeSpace
         if (rc > 1) { _overlay[address] = rc - 1; return; }
         _overlay[address] = 1;
         _map.Free(address, blocks);
+    }
+
+    public void ReleaseSubtree(BlockRef root)
+    {
+        uint rc = RefCount(root.Address);
+        if (rc > 1) _overlay[root.Address] = rc - 1;
+        else _queueDrop(root); // the drop queue holds the last reference until reclaim frees the tree
     }
 
     public ulong AllocateNode()

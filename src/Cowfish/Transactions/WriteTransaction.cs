@@ -28,7 +28,7 @@ public sealed class WriteTransaction : IDisposable
         _base = baseState;
         _gen = generation;
         _private = new PrivateSpace(pool.Space, pool.Store, generation);
-        _shared = new SharedSpace(pool.Space, pool.Store, generation, baseState.RefCountRoot);
+        _shared = new SharedSpace(pool.Space, pool.Store, generation, baseState.RefCountRoot, QueueDrop);
         _catalog = baseState.CatalogRoot.IsNone
             ? TreeWriter.CreateEmpty(_private, TreeKind.Catalog)
             : new TreeWriter(_private, baseState.CatalogRoot, TreeKind.Catalog);
@@ -41,15 +41,41 @@ public sealed class WriteTransaction : IDisposable
     // --- trees ----------------------------------------------------------------------------
 
     /// <summary>Creates an empty tree.</summary>
-    public TreeId CreateTree() => Guard(() =>
+    public TreeId CreateTree() => CreateTree(TreeKind.Plain);
+
+    internal TreeId CreateTree(TreeKind kind) => Guard(() =>
     {
         ulong id = _nextTreeId++;
-        var w = TreeWriter.CreateEmpty(_shared, TreeKind.Plain);
+        var w = TreeWriter.CreateEmpty(_shared, kind);
         _open[id] = w;
         _recorded[id] = BlockRef.None;
-        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(BlockRef.None, TreeKind.Plain));
+        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(BlockRef.None, kind));
         return new TreeId(id);
     });
+
+    /// <summary>The tree registered under a well-known name, if any (for example the volume directory).</summary>
+    public bool TryGetNamedTree(string name, out TreeId id)
+    {
+        TreeId found = default;
+        bool ok = Guard(() => Catalog.TryGetNamed(_catalog, name, out found));
+        id = found;
+        return ok;
+    }
+
+    /// <summary>Registers <paramref name="id"/> under a well-known name.</summary>
+    public void SetNamedTree(string name, TreeId id) => Guard(() =>
+    {
+        _catalog.Put(CatalogKeys.Named(name), CatalogKeys.U64Value(id.Value));
+        return 0;
+    });
+
+    /// <summary>The writer of an open catalog tree, for the layers above (files, streams).</summary>
+    internal TreeWriter TreeWriterFor(TreeId id) => Guard(() => Writer(id));
+
+    /// <summary>The reference-counted space that trees held inside values (file extent maps) are changed in.</summary>
+    internal ITreeSpace SharedSpace => _shared;
+
+    internal Pool Pool => _pool;
 
     public bool TreeExists(TreeId id) => Guard(() => _catalog.TryGet(CatalogKeys.Tree(id.Value), out _));
 
@@ -80,9 +106,12 @@ public sealed class WriteTransaction : IDisposable
         _open.Remove(id.Value);
         _recorded.Remove(id.Value);
         _catalog.Delete(CatalogKeys.Tree(id.Value));
-        _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(root));
+        QueueDrop(root);
         return 0;
     });
+
+    /// <summary>Queues one reference to a tree node for background release.</summary>
+    private void QueueDrop(BlockRef node) => _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(node));
 
     public bool TryGet(TreeId tree, byte[] key, out byte[] value)
     {
@@ -109,8 +138,12 @@ public sealed class WriteTransaction : IDisposable
 
     // --- commit ---------------------------------------------------------------------------
 
-    /// <summary>Writes everything, then returns once the commit is durable (possibly sharing a flush with other commits).</summary>
-    public void Commit()
+    /// <summary>
+    /// Writes everything and publishes the new state to readers. With <paramref name="waitForDurability"/>
+    /// (the default) it returns once the commit is durable, possibly sharing a flush with other
+    /// commits; without, a later <see cref="Pool.Flush"/> or durable commit makes it durable.
+    /// </summary>
+    public void Commit(bool waitForDurability = true)
     {
         EnsureActive();
         try
@@ -144,7 +177,7 @@ public sealed class WriteTransaction : IDisposable
             throw;
         }
         Finish();
-        _pool.MakeDurable(_gen);
+        if (waitForDurability) _pool.MakeDurable(_gen);
         _pool.Options.AfterCommit?.Invoke(_pool);
     }
 
@@ -197,7 +230,7 @@ public sealed class WriteTransaction : IDisposable
     {
         var start = CatalogKeys.PrefixStart(CatalogKeys.DropPrefix);
         var end = CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix);
-        var refs = new List<(ulong, uint)>();
+        var refs = new List<ValueRef>();
         for (int done = 0; done < budget; done++)
         {
             var first = _catalog.Scan(start, end).FirstOrDefault();
@@ -212,8 +245,7 @@ public sealed class WriteTransaction : IDisposable
                 throw new CorruptionException(addr, "dropped node generation", nodeRef.Generation.ToString(), node.Generation.ToString());
             if (!node.IsLeaf)
             {
-                foreach (var child in node.Children!)
-                    _catalog.Put(CatalogKeys.Drop(_nextDropSeq++), CatalogKeys.DropValue(child));
+                foreach (var child in node.Children!) QueueDrop(child);
             }
             else if (ValueReferences.For(node.Kind) is { } vr)
             {
@@ -221,7 +253,11 @@ public sealed class WriteTransaction : IDisposable
                 {
                     refs.Clear();
                     vr.Collect(v, refs);
-                    foreach (var (a, b) in refs) _shared.Release(a, b);
+                    foreach (var r in refs)
+                    {
+                        if (r.IsSubtree) _shared.ReleaseSubtree(r.Subtree);
+                        else _shared.Release(r.Address, r.Blocks);
+                    }
                 }
             }
             _shared.Release(addr, 1);

@@ -1,3 +1,5 @@
+using Cowfish.Format;
+
 namespace Cowfish.Trees;
 
 /// <summary>
@@ -19,6 +21,12 @@ internal interface ITreeSpace
 
     /// <summary>Drops one reference; the run is freed when none is left.</summary>
     void Release(ulong address, uint blocks);
+
+    /// <summary>
+    /// Drops one reference to the root of a whole tree held in a value. When it was the last, the
+    /// tree is queued for background release (its nodes are freed a bounded number per commit).
+    /// </summary>
+    void ReleaseSubtree(BlockRef root);
 
     /// <summary>Allocates one block for a node.</summary>
     ulong AllocateNode();

@@ -1,3 +1,5 @@
+using Cowfish.Format;
+
 namespace Cowfish.Trees;
 
 /// <summary>What a tree holds; stored in every node so that check and drop know how to read its values.</summary>
@@ -11,6 +13,22 @@ internal enum TreeKind : byte
     SpaceMap = 3,
     /// <summary>A general tree whose values hold no block references.</summary>
     Plain = 4,
+    /// <summary>A volume: inodes, directory entries and extended attributes; inodes of files point to their extent trees.</summary>
+    Volume = 5,
+    /// <summary>One file's extent map: file block → data extent.</summary>
+    FileExtents = 6,
+}
+
+/// <summary>
+/// A block reference held in a leaf value: a run of data blocks, or the root of another tree
+/// (a file's extent map inside a volume). Counts are kept per run start and per subtree root.
+/// </summary>
+internal readonly record struct ValueRef(ulong Address, uint Blocks, ulong SubtreeGeneration, TreeKind SubtreeKind)
+{
+    public bool IsSubtree => SubtreeKind != 0;
+    public BlockRef Subtree => new(Address, SubtreeGeneration);
+    public static ValueRef Data(ulong address, uint blocks) => new(address, blocks, 0, 0);
+    public static ValueRef Tree(BlockRef root, TreeKind kind) => new(root.Address, 1, root.Generation, kind);
 }
 
 /// <summary>
@@ -20,8 +38,8 @@ internal enum TreeKind : byte
 /// </summary>
 internal interface IValueReferences
 {
-    /// <summary>Adds the (first block, block count) runs that <paramref name="value"/> references.</summary>
-    void Collect(ReadOnlySpan<byte> value, List<(ulong Address, uint Blocks)> into);
+    /// <summary>Adds the data runs and subtree roots that <paramref name="value"/> references.</summary>
+    void Collect(ReadOnlySpan<byte> value, List<ValueRef> into);
 }
 
 internal static class ValueReferences

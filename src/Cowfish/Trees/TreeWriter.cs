@@ -19,7 +19,7 @@ internal sealed class TreeWriter : TreeReader
 {
     private readonly ITreeSpace _space;
     private readonly IValueReferences? _refs;
-    private readonly List<(ulong, uint)> _scratch = new();
+    private readonly List<ValueRef> _scratch = new();
 
     public TreeWriter(ITreeSpace space, BlockRef root, TreeKind kind) : base(space.Store, root, kind)
     {
@@ -155,7 +155,7 @@ internal sealed class TreeWriter : TreeReader
             copy.Address = 0;
             if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c.Address, 1);
             else if (_refs is not null)
-                foreach (var v in copy.Values!) foreach (var (a, b) in CollectRefs(v)) _space.AddRef(a, b);
+                foreach (var v in copy.Values!) foreach (var r in CollectRefs(v)) _space.AddRef(r.Address, r.Blocks);
             _space.Release(addr, 1);
         }
         else if (clean.Generation == _space.Generation)
@@ -170,7 +170,7 @@ internal sealed class TreeWriter : TreeReader
         return copy;
     }
 
-    private List<(ulong, uint)> CollectRefs(byte[] value)
+    private List<ValueRef> CollectRefs(byte[] value)
     {
         _scratch.Clear();
         _refs!.Collect(value, _scratch);
@@ -180,7 +180,11 @@ internal sealed class TreeWriter : TreeReader
     private void ReleaseValue(byte[] value)
     {
         if (_refs is null) return;
-        foreach (var (a, b) in CollectRefs(value).ToArray()) _space.Release(a, b);
+        foreach (var r in CollectRefs(value).ToArray())
+        {
+            if (r.IsSubtree) _space.ReleaseSubtree(r.Subtree);
+            else _space.Release(r.Address, r.Blocks);
+        }
     }
 
     /// <summary>A dirty node leaves the tree: give back the block it was placed at, if any.</summary>
