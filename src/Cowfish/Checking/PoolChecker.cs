@@ -113,7 +113,7 @@ public static class PoolChecker
             return (node, i) =>
             {
                 _scratch.Clear();
-                vr.Collect(node.Values![i], _scratch);
+                vr.Collect(node.Keys[i], node.Values![i], _scratch);
                 foreach (var r in _scratch.ToArray())
                 {
                     if (r.IsSubtree)

@@ -53,6 +53,19 @@ public sealed class WriteTransaction : IDisposable
         return new TreeId(id);
     });
 
+    /// <summary>
+    /// Registers an existing tree root (one held inside a value, such as a file's extent map) as a
+    /// catalog tree of its own, taking a reference to it: a frozen, point-in-time copy in O(1).
+    /// </summary>
+    internal TreeId AdoptTree(TreeKind kind, BlockRef root) => Guard(() =>
+    {
+        if (root.IsNone) throw new InvalidRequestException("cannot adopt an empty tree");
+        _shared.AddRef(root.Address, 1);
+        ulong id = _nextTreeId++;
+        _catalog.Put(CatalogKeys.Tree(id), CatalogKeys.TreeValue(root, kind));
+        return new TreeId(id);
+    });
+
     /// <summary>The tree registered under a well-known name, if any (for example the volume directory).</summary>
     public bool TryGetNamedTree(string name, out TreeId id)
     {
@@ -249,10 +262,10 @@ public sealed class WriteTransaction : IDisposable
             }
             else if (ValueReferences.For(node.Kind) is { } vr)
             {
-                foreach (var v in node.Values!)
+                for (int i = 0; i < node.Count; i++)
                 {
                     refs.Clear();
-                    vr.Collect(v, refs);
+                    vr.Collect(node.Keys[i], node.Values![i], refs);
                     foreach (var r in refs)
                     {
                         if (r.IsSubtree) _shared.ReleaseSubtree(r.Subtree);

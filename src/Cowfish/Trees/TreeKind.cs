@@ -38,8 +38,8 @@ internal readonly record struct ValueRef(ulong Address, uint Blocks, ulong Subtr
 /// </summary>
 internal interface IValueReferences
 {
-    /// <summary>Adds the data runs and subtree roots that <paramref name="value"/> references.</summary>
-    void Collect(ReadOnlySpan<byte> value, List<ValueRef> into);
+    /// <summary>Adds the data runs and subtree roots that the entry (<paramref name="key"/>, <paramref name="value"/>) references.</summary>
+    void Collect(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, List<ValueRef> into);
 }
 
 internal static class ValueReferences

@@ -40,7 +40,13 @@ internal sealed class TreeWriter : TreeReader
     /// <summary>Root as of the last spill (none for a new tree that was never spilled).</summary>
     public BlockRef CommittedRoot => RootRef;
 
-    public void Put(byte[] key, byte[] value)
+    /// <summary>
+    /// Inserts or replaces. The tree takes over the block references <paramref name="value"/> holds
+    /// (the caller has already counted them). A replaced value's references are released, unless
+    /// <paramref name="releaseReplaced"/> is false: the caller then accounts for them, as when an
+    /// inode is rewritten with the new root of an extent tree whose shadowing consumed the old one.
+    /// </summary>
+    public void Put(byte[] key, byte[] value, bool releaseReplaced = true)
     {
         if (key.Length > Layout.MaxKeySize) throw new InvalidRequestException($"key of {key.Length} bytes is over the limit of {Layout.MaxKeySize}");
         if (value.Length > Layout.MaxValueSize) throw new InvalidRequestException($"value of {value.Length} bytes is over the limit of {Layout.MaxValueSize}");
@@ -50,9 +56,10 @@ internal sealed class TreeWriter : TreeReader
         int i = n.LowerBound(key, out bool found);
         if (found)
         {
-            ReleaseValue(n.Values![i]);
-            n.PayloadBytes += value.Length - n.Values[i].Length;
-            n.Values[i] = value;
+            var values = n.Values!;
+            if (releaseReplaced) ReleaseValue(key, values[i]);
+            n.PayloadBytes += value.Length - values[i].Length;
+            values[i] = value;
         }
         else
         {
@@ -71,7 +78,7 @@ internal sealed class TreeWriter : TreeReader
         var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         Debug.Assert(found, "key vanished between lookup and delete");
-        ReleaseValue(n.Values![i]);
+        ReleaseValue(n.Keys[i], n.Values![i]);
         n.PayloadBytes -= Node.LeafEntrySize(n.Keys[i], n.Values[i]);
         n.Keys.RemoveAt(i);
         n.Values.RemoveAt(i);
@@ -155,7 +162,7 @@ internal sealed class TreeWriter : TreeReader
             copy.Address = 0;
             if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c.Address, 1);
             else if (_refs is not null)
-                foreach (var v in copy.Values!) foreach (var r in CollectRefs(v)) _space.AddRef(r.Address, r.Blocks);
+                for (int i = 0; i < copy.Count; i++) foreach (var r in CollectRefs(copy.Keys[i], copy.Values![i])) _space.AddRef(r.Address, r.Blocks);
             _space.Release(addr, 1);
         }
         else if (clean.Generation == _space.Generation)
@@ -170,17 +177,17 @@ internal sealed class TreeWriter : TreeReader
         return copy;
     }
 
-    private List<ValueRef> CollectRefs(byte[] value)
+    private List<ValueRef> CollectRefs(byte[] key, byte[] value)
     {
         _scratch.Clear();
-        _refs!.Collect(value, _scratch);
+        _refs!.Collect(key, value, _scratch);
         return _scratch;
     }
 
-    private void ReleaseValue(byte[] value)
+    private void ReleaseValue(byte[] key, byte[] value)
     {
         if (_refs is null) return;
-        foreach (var r in CollectRefs(value).ToArray())
+        foreach (var r in CollectRefs(key, value).ToArray())
         {
             if (r.IsSubtree) _space.ReleaseSubtree(r.Subtree);
             else _space.Release(r.Address, r.Blocks);

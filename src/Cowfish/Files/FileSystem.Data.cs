@@ -1,0 +1,265 @@
+using System.Buffers;
+using Cowfish.Format;
+using Cowfish.Transactions;
+using Cowfish.Trees;
+
+namespace Cowfish.Files;
+
+public sealed partial class FileSystem
+{
+    private const int BlockSize = Layout.BlockSize;
+
+    /// <summary>Largest file: 2^50 bytes (1 PiB).</summary>
+    public const long MaxFileSize = 1L << 50;
+
+    /// <summary>Extent records a range clone copies per transaction; the writer lock is free between slices.</summary>
+    public int CloneSliceRecords { get; init; } = 2048;
+
+    /// <summary>Reads at <paramref name="offset"/>; returns the bytes read, short at end of file.</summary>
+    public int Read(string path, long offset, Span<byte> buffer)
+    {
+        var p = PoolPath.Parse(path);
+        using var rt = Pool.BeginRead();
+        var rec = GetVolume(rt, p.Volume);
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        ulong ino = v.Resolve(p);
+        return v.ReadData(v.GetInode(ino), ino, offset, buffer);
+    }
+
+    /// <summary>The whole content of a file.</summary>
+    public byte[] ReadAll(string path)
+    {
+        var st = Stat(path);
+        if (st.Size > int.MaxValue) throw new InvalidRequestException($"{path} is too large to read in one piece");
+        var buf = new byte[st.Size];
+        int n = Read(path, 0, buf);
+        return n == buf.Length ? buf : buf[..n];
+    }
+
+    /// <summary>
+    /// Writes at any offset and length (pwrite), growing the file as needed. Copy-on-write: the new
+    /// blocks are reserved and written first, then mapped atomically; the old data stays readable
+    /// until then, and a failure leaks nothing. Durable once <see cref="Flush"/> returns, or at once
+    /// with <paramref name="durable"/>.
+    /// </summary>
+    public void Write(string path, long offset, ReadOnlySpan<byte> data, bool durable = false)
+    {
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        WriteData(rec, ino, offset, data, durable);
+    }
+
+    internal (VolumeRecord Record, ulong Ino) ResolveFile(PoolPath p, bool forWriting = true)
+    {
+        using var rt = Pool.BeginRead();
+        var rec = GetVolume(rt, p.Volume);
+        if (forWriting && rec.ReadOnly) throw new ReadOnlyVolumeException(p.Volume);
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        ulong ino = v.Resolve(p);
+        if (v.GetInode(ino).Type != FileType.File) throw new InvalidRequestException($"{p}: not a regular file");
+        return (rec, ino);
+    }
+
+    internal void WriteData(VolumeRecord rec, ulong ino, long offset, ReadOnlySpan<byte> data, bool durable)
+    {
+        if (data.IsEmpty) return;
+        if (offset < 0 || offset + (long)data.Length > MaxFileSize) throw new InvalidRequestException($"write at {offset}+{data.Length} is outside 0..{MaxFileSize}");
+        ulong end = (ulong)offset + (ulong)data.Length;
+        ulong b0 = (ulong)offset / BlockSize, b1 = (end + BlockSize - 1) / BlockSize;
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
+        int blocks = (int)(b1 - b0);
+        var buf = ArrayPool<byte>.Shared.Rent(blocks * BlockSize);
+        try
+        {
+            var span = buf.AsSpan(0, blocks * BlockSize);
+            int head = (int)((ulong)offset % BlockSize);
+            if (head != 0 || end % BlockSize != 0)
+            {
+                // Read-modify-write of the partial edge blocks, under the range lock so no update is lost.
+                span.Clear();
+                ReadBlockInto(rec, ino, b0, span[..BlockSize]);
+                if (b1 - 1 != b0) ReadBlockInto(rec, ino, b1 - 1, span[^BlockSize..]);
+            }
+            data.CopyTo(span[head..]);
+            MapNewData(rec, ino, b0, span, Math.Max(end, 0), durable, growOnly: true);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+
+    private void ReadBlockInto(VolumeRecord rec, ulong ino, ulong block, Span<byte> dst)
+    {
+        using var rt = Pool.BeginRead();
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        if (v.TryGetInode(ino, out var inode)) v.ReadData(inode, ino, (long)(block * BlockSize), dst);
+    }
+
+    /// <summary>
+    /// Reserves blocks for <paramref name="content"/> (whole blocks from file block <paramref name="b0"/>),
+    /// writes them, then maps them in one transaction. The caller holds the range lock.
+    /// </summary>
+    private void MapNewData(VolumeRecord rec, ulong ino, ulong b0, ReadOnlySpan<byte> content, ulong size, bool durable, bool growOnly)
+    {
+        int blocks = content.Length / BlockSize;
+        var runs = new List<(ulong Disk, uint Count)>();
+        bool claimed = false;
+        try
+        {
+            for (int done = 0; done < blocks;)
+            {
+                uint n = (uint)Math.Min(Extent.MaxBlocks, blocks - done);
+                runs.Add((Pool.Space.Reserve(n), n));
+                done += (int)n;
+            }
+            var fresh = new List<(ulong, Extent)>(runs.Count);
+            int at = 0;
+            foreach (var (disk, n) in runs)
+            {
+                var piece = content.Slice(at * BlockSize, (int)n * BlockSize);
+                var crcs = new uint[n];
+                for (int i = 0; i < n; i++) crcs[i] = Crc32C.Compute(piece.Slice(i * BlockSize, BlockSize));
+                WriteDevice(disk, piece);
+                fresh.Add((b0 + (ulong)at, new Extent(disk, n, 0, n, false, crcs)));
+                at += (int)n;
+            }
+            using var tx = Pool.BeginWrite();
+            var v = OpenForWrite(tx, rec);
+            if (!v.TryGetInode(ino, out var inode)) throw new NotFoundException($"inode {ino} of volume '{rec.Name}' was removed");
+            foreach (var (disk, n) in runs) Pool.Space.Claim(disk, n);
+            claimed = true;
+            ulong newSize = growOnly ? Math.Max(inode.Size, size) : size;
+            v.MapData(ino, inode, b0, b0 + (ulong)blocks, fresh, newSize);
+            tx.Commit(durable);
+        }
+        catch
+        {
+            if (!claimed) foreach (var (disk, n) in runs) Pool.Space.Unreserve(disk, n);
+            throw;
+        }
+    }
+
+    private void WriteDevice(ulong block, ReadOnlySpan<byte> data)
+    {
+        try { Pool.Device.Write(Layout.ByteOffset(block), data); }
+        catch (DeviceIOException e)
+        {
+            Pool.Fail(e);
+            throw new EngineFailedException(e);
+        }
+    }
+
+    /// <summary>The writer for a volume that must still exist, under the same tree, and be writable.</summary>
+    private static VolumeWriter OpenForWrite(WriteTransaction tx, VolumeRecord expected)
+    {
+        var rec = GetVolume(tx, VolumeDirectory(tx), expected.Name);
+        if (rec.Tree != expected.Tree) throw new NotFoundException($"volume '{expected.Name}' was replaced");
+        if (rec.ReadOnly) throw new ReadOnlyVolumeException(expected.Name);
+        return new VolumeWriter(rec, tx);
+    }
+
+    /// <summary>Sets the size: shrinking drops the data past it (zeroing the rest of the last block), growing adds a hole.</summary>
+    public void Truncate(string path, long size)
+    {
+        if (size < 0 || size > MaxFileSize) throw new InvalidRequestException($"size {size} is outside 0..{MaxFileSize}");
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, 0, ulong.MaxValue);
+        ulong newSize = (ulong)size;
+        ulong keep = (newSize + BlockSize - 1) / BlockSize;
+        ulong oldSize = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
+        if (newSize < oldSize && newSize % BlockSize != 0)
+        {
+            // The kept part of the last block is rewritten with zeros after the end, so that growing
+            // the file later reads zeros there.
+            var block = new byte[BlockSize];
+            ReadBlockInto(rec, ino, keep - 1, block);
+            block.AsSpan((int)(newSize % BlockSize)).Clear();
+            MapNewData(rec, ino, keep - 1, block, newSize, durable: true, growOnly: false);
+        }
+        using var tx = Pool.BeginWrite();
+        var v = OpenForWrite(tx, rec);
+        var inode = v.GetInode(ino);
+        v.MapData(ino, inode, keep, ulong.MaxValue, [], newSize);
+        tx.Commit();
+    }
+
+    /// <summary>Deallocates a range; it reads as zeros afterwards and the size does not change.</summary>
+    public void PunchHole(string path, long offset, long length) => Zero(path, offset, length, keepSize: true);
+
+    /// <summary>Zeroes a range, growing the file if the range ends past it (fallocate ZERO_RANGE).</summary>
+    public void ZeroRange(string path, long offset, long length) => Zero(path, offset, length, keepSize: false);
+
+    private void Zero(string path, long offset, long length, bool keepSize)
+    {
+        if (offset < 0 || length < 0 || offset + length > MaxFileSize) throw new InvalidRequestException($"range {offset}+{length} is outside 0..{MaxFileSize}");
+        if (length == 0) return;
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        ulong start = (ulong)offset, end = (ulong)(offset + length);
+        ulong fb0 = (start + BlockSize - 1) / BlockSize, fb1 = end / BlockSize;
+        // Partial blocks at the edges get zeros written into them; whole blocks are unmapped.
+        if (start % BlockSize != 0 || fb0 > fb1)
+        {
+            ulong headEnd = Math.Min(end, fb0 * BlockSize);
+            ZeroBytes(rec, ino, start, headEnd, keepSize);
+        }
+        if (end % BlockSize != 0 && fb1 >= fb0 && end > fb1 * BlockSize) ZeroBytes(rec, ino, Math.Max(start, fb1 * BlockSize), end, keepSize);
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, fb0, Math.Max(fb1, fb0 + 1));
+        using var tx = Pool.BeginWrite();
+        var v = OpenForWrite(tx, rec);
+        var inode = v.GetInode(ino);
+        ulong size = keepSize ? inode.Size : Math.Max(inode.Size, end);
+        if (fb1 > fb0) v.MapData(ino, inode, fb0, fb1, [], size);
+        else v.PutInode(ino, inode with { Size = size, CtimeNs = Inode.NowNs(), MtimeNs = Inode.NowNs() });
+        tx.Commit();
+    }
+
+    private void ZeroBytes(VolumeRecord rec, ulong ino, ulong from, ulong to, bool keepSize)
+    {
+        if (to <= from) return;
+        if (keepSize)
+        {
+            ulong size = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
+            if (from >= size) return;
+            to = Math.Min(to, size);
+        }
+        WriteData(rec, ino, (long)from, new byte[to - from], durable: false);
+    }
+
+    private T ReadVolumeByRecord<T>(VolumeRecord rec, Func<VolumeReader, T> read)
+    {
+        using var rt = Pool.BeginRead();
+        return read(new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store));
+    }
+
+    /// <summary>
+    /// Reserves space for [offset, offset + length) as unwritten extents (they read as zeros) and
+    /// grows the file to cover it (fallocate mode 0). Blocks already mapped are left alone.
+    /// </summary>
+    public void Preallocate(string path, long offset, long length)
+    {
+        if (offset < 0 || length <= 0 || offset + length > MaxFileSize) throw new InvalidRequestException($"range {offset}+{length} is outside 0..{MaxFileSize}");
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)(offset + length) + BlockSize - 1) / BlockSize;
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
+        using var tx = Pool.BeginWrite();
+        var v = OpenForWrite(tx, rec);
+        var inode = v.GetInode(ino);
+        var tree = v.OpenExtents(inode);
+        ulong cur = b0;
+        var holes = new List<(ulong From, ulong To)>();
+        foreach (var (start, e) in ExtentMap.Overlapping(tree, b0, b1))
+        {
+            if (start > cur) holes.Add((cur, start));
+            cur = Math.Max(cur, start + e.Count);
+        }
+        if (cur < b1) holes.Add((cur, b1));
+        foreach (var (from, to) in holes)
+            for (ulong b = from; b < to;)
+            {
+                uint n = (uint)Math.Min(Extent.MaxBlocks, to - b);
+                ulong disk = Pool.Space.Allocate(n);
+                ExtentMap.Replace(tree, v.Space, b, b + n, [(b, new Extent(disk, n, 0, n, true, []))]);
+                b += n;
+            }
+        ulong size = Math.Max(inode.Size, (ulong)(offset + length));
+        v.PutInode(ino, VolumeWriter.SaveExtents(tree, inode) with { Size = size, CtimeNs = Inode.NowNs() });
+        tx.Commit();
+    }
+}

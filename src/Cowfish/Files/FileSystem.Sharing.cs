@@ -1,0 +1,178 @@
+using Cowfish.Format;
+using Cowfish.Transactions;
+using Cowfish.Trees;
+
+namespace Cowfish.Files;
+
+public sealed partial class FileSystem
+{
+    /// <summary>
+    /// Reflink: <paramref name="dst"/> (created if missing, replaced if a file) gets the same data as
+    /// <paramref name="src"/> by sharing its extent tree root. O(1), whatever the extent count; later
+    /// writes to either copy shadow only what they touch. Works across volumes of the pool.
+    /// </summary>
+    public void Clone(string src, string dst)
+    {
+        var s = PoolPath.Parse(src);
+        var d = PoolPath.Parse(dst);
+        if (d.IsVolumeRoot) throw new InvalidRequestException($"{d} is a volume; name a file inside it");
+        var name = FileKeys.Name(d.Leaf);
+        // Lock order is range lock, then the pool's writer lock: find the target first, lock it if it
+        // exists, and start over if it appeared or changed in between.
+        while (true)
+        {
+            ulong known = 0;
+            try { known = ReadVolume(d.Volume, r => r.TryResolve(d, out ulong i) ? i : 0); }
+            catch (NotFoundException) { }
+            var dstTree = known == 0 ? default : ReadVolume(d.Volume, r => r.Record.Tree);
+            using var lease = known == 0 ? default : Locks.Acquire(dstTree.Value, known, 0, ulong.MaxValue);
+            using var tx = Pool.BeginWrite();
+            var dir = VolumeDirectory(tx);
+            var srcRec = GetVolume(tx, dir, s.Volume);
+            var source = new VolumeReader(srcRec, tx.TreeWriterFor(srcRec.Tree), Pool.Store);
+            ulong sIno = source.Resolve(s);
+            var sInode = source.GetInode(sIno);
+            if (sInode.Type != FileType.File) throw new InvalidRequestException($"{s}: not a regular file");
+            var dstRec = GetVolume(tx, dir, d.Volume);
+            if (dstRec.ReadOnly) throw new ReadOnlyVolumeException(d.Volume);
+            var v = new VolumeWriter(dstRec, tx);
+            ulong parent = v.Resolve(d with { Components = d.ParentComponents });
+            bool exists = v.TryLookup(parent, name, out ulong dIno, out var type);
+            if ((exists ? dIno : 0) != known || (known != 0 && dstRec.Tree != dstTree)) continue;
+            if (exists)
+            {
+                if (type != FileType.File) throw new InvalidRequestException($"{d}: exists and is not a regular file");
+                if (dIno == sIno && dstRec.Tree == srcRec.Tree) return;
+            }
+            else dIno = v.Create(parent, name, FileType.File, sInode.Mode);
+            v.ShareExtents(dIno, v.GetInode(dIno), sInode);
+            tx.Commit();
+            return;
+        }
+    }
+
+    /// <summary>
+    /// FICLONERANGE: shares <paramref name="length"/> bytes of <paramref name="src"/> from
+    /// <paramref name="srcOffset"/> into <paramref name="dst"/> at <paramref name="dstOffset"/>.
+    /// Offsets and length must be block-aligned, except that the range may end at the source's end of
+    /// file; a length of 0 means "to the end of the source". Overlapping ranges of one file are refused.
+    /// </summary>
+    /// <remarks>
+    /// The source is frozen first (its extent root is adopted as a temporary tree, O(1)), then records
+    /// are copied in slices of <see cref="CloneSliceRecords"/>, each its own transaction: the clone gets
+    /// a point-in-time copy, writes to the source never wait, and the writer lock is never held for long.
+    /// </remarks>
+    public void CloneRange(string src, long srcOffset, long length, string dst, long dstOffset)
+    {
+        var (sRec, sIno) = ResolveFile(PoolPath.Parse(src), forWriting: false);
+        var (dRec, dIno) = ResolveFile(PoolPath.Parse(dst));
+        CloneRangeCore(sRec, sIno, srcOffset, length, dRec, dIno, dstOffset, lockTarget: true);
+    }
+
+    private void CloneRangeCore(VolumeRecord sRec, ulong sIno, long srcOffset, long length, VolumeRecord dRec, ulong dIno, long dstOffset, bool lockTarget)
+    {
+        if (srcOffset < 0 || dstOffset < 0 || length < 0) throw new InvalidRequestException("negative offset or length");
+        if (srcOffset % BlockSize != 0 || dstOffset % BlockSize != 0) throw new InvalidRequestException($"clone offsets must be multiples of {BlockSize}");
+        ulong srcSize = ReadVolumeByRecord(sRec, v => v.GetInode(sIno).Size);
+        if ((ulong)srcOffset >= srcSize && length == 0) return;
+        ulong len = length == 0 ? srcSize - (ulong)srcOffset : (ulong)length;
+        if ((ulong)srcOffset + len > srcSize) throw new InvalidRequestException($"source range {srcOffset}+{len} is past its end ({srcSize})");
+        bool toEof = (ulong)srcOffset + len == srcSize;
+        if (len % BlockSize != 0 && !toEof) throw new InvalidRequestException($"clone length must be a multiple of {BlockSize} unless the range ends at the source's end of file");
+        if ((ulong)dstOffset + len > (ulong)MaxFileSize) throw new InvalidRequestException("target range is past the largest file size");
+        bool sameFile = sRec.Tree == dRec.Tree && sIno == dIno;
+        if (sameFile && (ulong)srcOffset < (ulong)dstOffset + len && (ulong)dstOffset < (ulong)srcOffset + len)
+            throw new InvalidRequestException("source and target ranges of one file overlap");
+        ulong blocks = (len + BlockSize - 1) / BlockSize;
+        ulong sb = (ulong)srcOffset / BlockSize, db = (ulong)dstOffset / BlockSize;
+        using var lease = lockTarget ? Locks.Acquire(dRec.Tree.Value, dIno, db, db + blocks) : default;
+
+        // 1. Freeze the source: adopt its extent root as a temporary tree (O(1)).
+        TreeId frozen;
+        bool empty;
+        using (var tx = Pool.BeginWrite())
+        {
+            var source = new VolumeReader(GetVolume(tx, VolumeDirectory(tx), sRec.Name), tx.TreeWriterFor(sRec.Tree), Pool.Store);
+            var root = source.GetInode(sIno).Extents;
+            empty = root.IsNone;
+            frozen = empty ? default : tx.AdoptTree(TreeKind.FileExtents, root);
+            tx.Commit(waitForDurability: false);
+        }
+        try
+        {
+            // 2. Copy records in bounded slices; the gaps between them become holes in the target.
+            ulong next = sb;
+            while (next < sb + blocks)
+            {
+                using var tx = Pool.BeginWrite();
+                var v = OpenForWrite(tx, dRec);
+                var inode = v.GetInode(dIno);
+                var fresh = new List<(ulong, Extent)>();
+                ulong sliceEnd = sb + blocks;
+                if (!empty)
+                {
+                    var records = ExtentMap.Overlapping(tx.TreeWriterFor(frozen), next, sb + blocks);
+                    if (records.Count > CloneSliceRecords)
+                    {
+                        sliceEnd = records[CloneSliceRecords].Block;
+                        records.RemoveRange(CloneSliceRecords, records.Count - CloneSliceRecords);
+                    }
+                    foreach (var (start, e) in records)
+                    {
+                        ulong from = Math.Max(start, next), to = Math.Min(start + e.Count, sliceEnd);
+                        if (to <= from) continue;
+                        var piece = e.Slice((uint)(from - start), (uint)(to - from));
+                        v.Space.AddRef(piece.DiskStart, piece.DiskBlocks);
+                        fresh.Add((db + (from - sb), piece));
+                    }
+                }
+                bool last = sliceEnd >= sb + blocks;
+                ulong size = last ? Math.Max(inode.Size, (ulong)dstOffset + len) : inode.Size;
+                v.MapData(dIno, inode, db + (next - sb), db + (sliceEnd - sb), fresh, size);
+                tx.Commit(waitForDurability: false);
+                next = sliceEnd;
+            }
+        }
+        finally
+        {
+            // 3. Let the frozen copy go; its nodes come back in the background.
+            using var tx = Pool.BeginWrite();
+            if (!empty) tx.DropTree(frozen);
+            tx.Commit();
+        }
+    }
+
+    /// <summary>
+    /// FIDEDUPERANGE: if the two ranges hold the same bytes, makes <paramref name="b"/> share
+    /// <paramref name="a"/>'s blocks and returns true; returns false ("differs") otherwise. Writers
+    /// to either range wait while the ranges are compared and shared.
+    /// </summary>
+    public bool Dedupe(string a, long aOffset, long length, string b, long bOffset)
+    {
+        var (aRec, aIno) = ResolveFile(PoolPath.Parse(a), forWriting: false);
+        var (bRec, bIno) = ResolveFile(PoolPath.Parse(b));
+        if (length <= 0) throw new InvalidRequestException("dedupe needs a positive length");
+        ulong blocks = ((ulong)length + BlockSize - 1) / BlockSize;
+        ulong ab = (ulong)aOffset / BlockSize, bb = (ulong)bOffset / BlockSize;
+        // Lock both in a fixed order so that two dedupes of the same pair cannot deadlock.
+        var first = (aRec.Tree.Value, aIno, ab);
+        var second = (bRec.Tree.Value, bIno, bb);
+        if (second.CompareTo(first) < 0) (first, second) = (second, first);
+        bool sameFile = aRec.Tree == bRec.Tree && aIno == bIno;
+        using var l1 = Locks.Acquire(first.Item1, first.Item2, first.Item3, first.Item3 + blocks);
+        using var l2 = sameFile && first.Item3 + blocks > second.Item3 ? default : Locks.Acquire(second.Item1, second.Item2, second.Item3, second.Item3 + blocks);
+        const int Chunk = 1 << 20;
+        var x = new byte[Chunk];
+        var y = new byte[Chunk];
+        for (long done = 0; done < length; done += Chunk)
+        {
+            int n = (int)Math.Min(Chunk, length - done);
+            int ra = ReadVolumeByRecord(aRec, v => v.ReadData(v.GetInode(aIno), aIno, aOffset + done, x.AsSpan(0, n)));
+            int rb = ReadVolumeByRecord(bRec, v => v.ReadData(v.GetInode(bIno), bIno, bOffset + done, y.AsSpan(0, n)));
+            if (ra != n || rb != n) throw new InvalidRequestException("dedupe range is past the end of a file");
+            if (!x.AsSpan(0, n).SequenceEqual(y.AsSpan(0, n))) return false;
+        }
+        CloneRangeCore(aRec, aIno, aOffset, length, bRec, bIno, bOffset, lockTarget: false);
+        return true;
+    }
+}

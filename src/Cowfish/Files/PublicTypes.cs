@@ -1,0 +1,31 @@
+namespace Cowfish.Files;
+
+/// <summary>A volume or snapshot in the pool.</summary>
+public sealed record VolumeInfo(string Name, TreeId Tree, bool ReadOnly, DateTimeOffset Created, Guid Id, Guid? Origin);
+
+/// <summary>What stat shows about a file, directory or symlink.</summary>
+public sealed record FileStat(
+    ulong Inode,
+    FileType Type,
+    uint Mode,
+    uint Uid,
+    uint Gid,
+    uint Links,
+    ulong Size,
+    DateTimeOffset Accessed,
+    DateTimeOffset Modified,
+    DateTimeOffset Changed,
+    DateTimeOffset Born,
+    ulong DataVersion);
+
+/// <summary>One entry of a directory listing.</summary>
+public sealed record DirectoryEntry(string Name, ulong Inode, FileType Type);
+
+/// <summary>
+/// Space use of a file, directory tree, volume or pool: Total is every byte of data the files
+/// reference, Exclusive what only they reference (what deleting them would free), Shared the rest.
+/// </summary>
+public sealed record SpaceUsage(ulong TotalBytes, ulong ExclusiveBytes, ulong SharedBytes);
+
+/// <summary>Raised when a write, clone or other change targets a read-only snapshot.</summary>
+public sealed class ReadOnlyVolumeException(string volume) : CowfishException($"volume '{volume}' is a read-only snapshot");

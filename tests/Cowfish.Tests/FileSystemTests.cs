@@ -1,0 +1,196 @@
+using Cowfish.Checking;
+using Cowfish.Devices;
+using Cowfish.Files;
+using Cowfish.Tests.Support;
+using Cowfish.Transactions;
+using Xunit;
+
+namespace Cowfish.Tests;
+
+public sealed class FileSystemTests
+{
+    private static FileSystem NewFs(MemoryDevice? dev = null) => new(Pool.Create(dev ?? new MemoryDevice(), PoolChecker.Strict()), ownsPool: true);
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        var b = new byte[length];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    [Fact]
+    public void VolumesCanBeCreatedListedRenamedAndDeleted()
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("vms");
+        fs.CreateVolume("backups");
+        Assert.Equal(["backups", "vms"], fs.ListVolumes().Select(v => v.Name).Order().ToArray());
+        Assert.Throws<InvalidRequestException>(() => fs.CreateVolume("vms"));
+        fs.RenameVolume("backups", "archive");
+        Assert.Equal(["archive", "vms"], fs.ListVolumes().Select(v => v.Name).Order().ToArray());
+        fs.DeleteVolume("archive");
+        Assert.Equal(["vms"], fs.ListVolumes().Select(v => v.Name).ToArray());
+        Assert.Throws<NotFoundException>(() => fs.DeleteVolume("archive"));
+        TreeModel.AssertClean(fs.Pool, "volumes");
+    }
+
+    [Fact]
+    public void NamespaceOperationsWork()
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("v");
+        fs.CreateDirectory("v/a");
+        fs.CreateDirectory("v/a/b");
+        fs.CreateFile("v/a/b/f");
+        fs.CreateSymlink("v/a/link", "b/f");
+        Assert.Equal("b/f", fs.ReadSymlink("v/a/link"));
+        fs.Link("v/a/b/f", "v/hard");
+        Assert.Equal(2u, fs.Stat("v/hard").Links);
+        Assert.Equal(fs.Stat("v/a/b/f").Inode, fs.Stat("v/hard").Inode);
+        Assert.Equal(["b", "link"], fs.ListDirectory("v/a").Select(e => e.Name).ToArray());
+        Assert.Throws<InvalidRequestException>(() => fs.Remove("v/a"));
+        fs.Rename("v/a/b/f", "v/a/g");
+        Assert.False(fs.Exists("v/a/b/f"));
+        Assert.True(fs.Exists("v/a/g"));
+        Assert.Throws<InvalidRequestException>(() => fs.Rename("v/a", "v/a/b/inside"));
+        fs.SetXattr("v/a/g", "user.color", [1, 2, 3]);
+        Assert.True(fs.TryGetXattr("v/a/g", "user.color", out var x));
+        Assert.Equal(new byte[] { 1, 2, 3 }, x);
+        fs.SetAttributes("v/a/g", mode: 0x180, uid: 1000, gid: 100);
+        var st = fs.Stat("v/a/g");
+        Assert.Equal(0x8180u, st.Mode);
+        Assert.Equal(1000u, st.Uid);
+        fs.Remove("v/hard");
+        Assert.Equal(1u, fs.Stat("v/a/g").Links);
+        fs.Remove("v/a/g");
+        fs.Remove("v/a/link");
+        fs.Remove("v/a/b");
+        fs.Remove("v/a");
+        Assert.Empty(fs.ListDirectory("v"));
+        Assert.Equal(2u, fs.Stat("v").Links);
+        TreeModel.AssertClean(fs.Pool, "namespace");
+    }
+
+    [Theory]
+    [InlineData(0, 4096)]
+    [InlineData(100, 10)]
+    [InlineData(4000, 200)]
+    [InlineData(12345, 1_000_000)]
+    [InlineData(5_000_000, 3 * 1024 * 1024 + 7)]
+    public void WritesReadBackAtAnyOffsetAndLength(long offset, int length)
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("v");
+        fs.CreateFile("v/f");
+        var data = Pattern(length, (int)offset);
+        fs.Write("v/f", offset, data);
+        Assert.Equal((ulong)(offset + length), fs.Stat("v/f").Size);
+        var back = fs.ReadAll("v/f");
+        Assert.True(back.AsSpan(0, (int)offset).IndexOfAnyExcept((byte)0) < 0, "the hole before the data reads as zeros");
+        Assert.True(back.AsSpan((int)offset).SequenceEqual(data));
+        // Overwrite a middle piece, unaligned.
+        var patch = Pattern(5000, 99);
+        fs.Write("v/f", offset + length / 3, patch);
+        var expect = back.ToArray();
+        var end = Math.Min(expect.Length, (int)(offset + length / 3) + patch.Length);
+        var grown = new byte[Math.Max(expect.Length, (int)(offset + length / 3) + patch.Length)];
+        expect.CopyTo(grown, 0);
+        patch.CopyTo(grown, (int)(offset + length / 3));
+        Assert.True(fs.ReadAll("v/f").AsSpan().SequenceEqual(grown));
+        TreeModel.AssertClean(fs.Pool, "writes");
+    }
+
+    [Fact]
+    public void TruncatePunchZeroAndPreallocate()
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("v");
+        fs.CreateFile("v/f");
+        var data = Pattern(100_000, 1);
+        fs.Write("v/f", 0, data);
+        fs.Truncate("v/f", 50_001);
+        fs.Truncate("v/f", 80_000);
+        var back = fs.ReadAll("v/f");
+        Assert.Equal(80_000, back.Length);
+        Assert.True(back.AsSpan(0, 50_001).SequenceEqual(data.AsSpan(0, 50_001)));
+        Assert.True(back.AsSpan(50_001).IndexOfAnyExcept((byte)0) < 0);
+
+        fs.PunchHole("v/f", 1000, 20_000);
+        back = fs.ReadAll("v/f");
+        Assert.Equal(80_000, back.Length);
+        Assert.True(back.AsSpan(1000, 20_000).IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(back.AsSpan(0, 1000).SequenceEqual(data.AsSpan(0, 1000)));
+        Assert.True(back.AsSpan(21_000, 29_001).SequenceEqual(data.AsSpan(21_000, 29_001)));
+
+        fs.ZeroRange("v/f", 79_000, 5000);
+        Assert.Equal(84_000UL, fs.Stat("v/f").Size);
+        fs.Preallocate("v/f", 0, 200_000);
+        Assert.Equal(200_000UL, fs.Stat("v/f").Size);
+        back = fs.ReadAll("v/f");
+        Assert.True(back.AsSpan(0, 1000).SequenceEqual(data.AsSpan(0, 1000)));
+        Assert.True(back.AsSpan(84_000).IndexOfAnyExcept((byte)0) < 0);
+        fs.Truncate("v/f", 0);
+        Assert.Empty(fs.ReadAll("v/f"));
+        TreeModel.AssertClean(fs.Pool, "truncate/punch");
+    }
+
+    [Fact]
+    public void ClonesAndSnapshotsShareAndDiverge()
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("v");
+        fs.CreateFile("v/img");
+        var data = Pattern(3_000_000, 5);
+        fs.Write("v/img", 0, data);
+        ulong used = fs.Pool.Info().UsedBlocks;
+        fs.Clone("v/img", "v/copy");
+        Assert.True(fs.Pool.Info().UsedBlocks - used < 10, "a clone copies no data");
+        fs.Snapshot("v", "snap", readOnly: true);
+        fs.Write("v/copy", 4096, Pattern(4096, 6));
+        fs.Write("v/img", 0, Pattern(100, 7));
+        Assert.True(fs.ReadAll("snap/img").AsSpan().SequenceEqual(data));
+        Assert.True(fs.ReadAll("snap/copy").AsSpan().SequenceEqual(data));
+        var copy = fs.ReadAll("v/copy");
+        Assert.True(copy.AsSpan(0, 4096).SequenceEqual(data.AsSpan(0, 4096)));
+        Assert.True(copy.AsSpan(4096, 4096).SequenceEqual(Pattern(4096, 6)));
+        Assert.Throws<ReadOnlyVolumeException>(() => fs.Write("snap/img", 0, [1]));
+
+        fs.CloneRange("v/img", 8192, 16384, "v/copy", 1_000_000 - 1_000_000 % 4096);
+        var c2 = fs.ReadAll("v/copy");
+        Assert.True(c2.AsSpan(1_000_000 - 1_000_000 % 4096, 16384).SequenceEqual(data.AsSpan(8192, 16384)));
+        Assert.Throws<InvalidRequestException>(() => fs.CloneRange("v/img", 0, 8192, "v/img", 4096));
+        Assert.Throws<InvalidRequestException>(() => fs.CloneRange("v/img", 100, 4096, "v/copy", 0));
+
+        fs.CreateFile("v/dup");
+        fs.Write("v/dup", 0, data.AsSpan(0, 65536));
+        Assert.False(fs.Dedupe("v/img", 0, 65536, "v/dup", 0)); // img's first bytes were overwritten
+        Assert.True(fs.Dedupe("snap/img", 0, 65536, "v/dup", 0));
+        Assert.True(fs.ReadAll("v/dup").AsSpan().SequenceEqual(data.AsSpan(0, 65536)));
+
+        fs.Remove("v/img");
+        fs.DeleteVolume("snap");
+        fs.Reclaim();
+        TreeModel.AssertClean(fs.Pool, "clones");
+    }
+
+    [Fact]
+    public void DeletingEverythingGivesTheSpaceBack()
+    {
+        using var fs = NewFs();
+        fs.CreateVolume("v");
+        ulong empty = fs.Pool.Info().UsedBlocks;
+        fs.CreateFile("v/a");
+        fs.Write("v/a", 0, Pattern(2_000_000, 1));
+        fs.Clone("v/a", "v/b");
+        fs.Snapshot("v", "s");
+        fs.Write("v/b", 0, Pattern(500_000, 2));
+        fs.CloneRange("v/a", 0, 1 << 20, "s/a", 1 << 20);
+        Assert.True(fs.Pool.Info().UsedBlocks > empty + 500);
+        fs.DeleteVolume("s");
+        fs.Remove("v/a");
+        fs.Remove("v/b");
+        fs.Reclaim();
+        TreeModel.AssertClean(fs.Pool, "after deleting");
+        Assert.InRange(fs.Pool.Info().UsedBlocks, empty - 3, empty + 3);
+    }
+}
