@@ -241,7 +241,7 @@ public sealed partial class FileSystem
         using var tx = Pool.BeginWrite();
         var v = OpenForWrite(tx, rec);
         var inode = v.GetInode(ino);
-        var tree = v.OpenExtents(inode);
+        var tree = v.OpenExtents(ino, inode);
         ulong cur = b0;
         var holes = new List<(ulong From, ulong To)>();
         foreach (var (start, e) in ExtentMap.Overlapping(tree, b0, b1))

@@ -80,6 +80,8 @@ public sealed partial class FileSystem
         bool toEof = (ulong)srcOffset + len == srcSize;
         if (len % BlockSize != 0 && !toEof) throw new InvalidRequestException($"clone length must be a multiple of {BlockSize} unless the range ends at the source's end of file");
         if ((ulong)dstOffset + len > (ulong)MaxFileSize) throw new InvalidRequestException("target range is past the largest file size");
+        if (len % BlockSize != 0 && (ulong)dstOffset + len < ReadVolumeByRecord(dRec, v => v.GetInode(dIno).Size))
+            throw new InvalidRequestException("cannot clone the source's partial last block into the middle of the target (it would replace the target's bytes after the range)");
         bool sameFile = sRec.Tree == dRec.Tree && sIno == dIno;
         if (sameFile && (ulong)srcOffset < (ulong)dstOffset + len && (ulong)dstOffset < (ulong)srcOffset + len)
             throw new InvalidRequestException("source and target ranges of one file overlap");

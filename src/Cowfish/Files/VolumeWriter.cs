@@ -164,8 +164,16 @@ internal sealed class VolumeWriter : VolumeReader
 
     // --- data -----------------------------------------------------------------------------
 
-    public TreeWriter OpenExtents(Inode inode) =>
-        inode.Extents.IsNone ? TreeWriter.CreateEmpty(Space, TreeKind.FileExtents) : new TreeWriter(Space, inode.Extents, TreeKind.FileExtents);
+    /// <summary>
+    /// Opens a file's extent tree for changes. The inode's own leaf is made private first: if a
+    /// snapshot shares that leaf, copying it takes a reference to the extent root, so that shadowing
+    /// the root below copies it instead of taking it over (Rodeh: a parent is shadowed before its child).
+    /// </summary>
+    public TreeWriter OpenExtents(ulong ino, Inode inode)
+    {
+        PutInode(ino, inode);
+        return inode.Extents.IsNone ? TreeWriter.CreateEmpty(Space, TreeKind.FileExtents) : new TreeWriter(Space, inode.Extents, TreeKind.FileExtents);
+    }
 
     /// <summary>
     /// Writes a changed extent tree and returns the inode pointing at its new root. Shadowing the
@@ -176,7 +184,7 @@ internal sealed class VolumeWriter : VolumeReader
     /// <summary>Maps file blocks [from, to) to the fresh records and updates size and times.</summary>
     public void MapData(ulong ino, Inode inode, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh, ulong newSize)
     {
-        var tree = OpenExtents(inode);
+        var tree = OpenExtents(ino, inode);
         ExtentMap.Replace(tree, Space, from, to, fresh);
         long now = Inode.NowNs();
         PutInode(ino, SaveExtents(tree, inode) with { Size = newSize, MtimeNs = now, CtimeNs = now, DataVersion = inode.DataVersion + 1 });
@@ -187,6 +195,7 @@ internal sealed class VolumeWriter : VolumeReader
     /// </summary>
     public void ShareExtents(ulong ino, Inode inode, Inode source)
     {
+        PutInode(ino, inode); // make the leaf private first, as OpenExtents does
         if (!inode.Extents.IsNone) Space.ReleaseSubtree(inode.Extents);
         if (!source.Extents.IsNone) Space.AddRef(source.Extents.Address, 1);
         long now = Inode.NowNs();
