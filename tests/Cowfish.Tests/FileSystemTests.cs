@@ -194,3 +194,33 @@ public sealed class FileSystemTests
         Assert.InRange(fs.Pool.Info().UsedBlocks, empty - 3, empty + 3);
     }
 }
+
+public sealed class UsageTests
+{
+    [Fact]
+    public void ExclusiveAndSharedBytesFollowClonesSnapshotsAndWrites()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/a");
+        fs.Write("v/a", 0, new byte[40 * 4096]);
+        Assert.Equal(new SpaceUsage(40 * 4096, 40 * 4096, 0), fs.Usage("v/a"));
+        fs.Clone("v/a", "v/b");
+        Assert.Equal(new SpaceUsage(40 * 4096, 0, 40 * 4096), fs.Usage("v/a"));
+        Assert.Equal(new SpaceUsage(80 * 4096, 0, 80 * 4096), fs.Usage("v"));
+        fs.Write("v/b", 0, new byte[4 * 4096]);
+        Assert.Equal(new SpaceUsage(40 * 4096, 4 * 4096, 36 * 4096), fs.Usage("v/b"));
+        fs.Snapshot("v", "s");
+        Assert.Equal(0UL, fs.Usage("v/b").ExclusiveBytes);
+        Assert.Equal(0UL, fs.Usage("s").ExclusiveBytes);
+        fs.DeleteVolume("s");
+        fs.Reclaim();
+        Assert.Equal(4UL * 4096, fs.Usage("v").ExclusiveBytes);
+        fs.Remove("v/a");
+        fs.Reclaim();
+        // b now owns everything it references: its old records point to a's extent, referenced once.
+        Assert.Equal(new SpaceUsage(40 * 4096, 40 * 4096, 0), fs.Usage("v/b"));
+        Assert.Equal(fs.Usage("v"), fs.Usage());
+        TreeModel.AssertClean(fs.Pool, "usage");
+    }
+}

@@ -178,3 +178,82 @@ public sealed partial class FileSystem
         return true;
     }
 }
+
+public sealed partial class FileSystem
+{
+    /// <summary>
+    /// Space use of a file, a directory tree, a volume (<c>VOLUME</c>) or the whole pool (null):
+    /// Total referenced bytes, the Exclusive part nothing else references, and the Shared rest.
+    /// Hard links are counted once.
+    /// </summary>
+    public SpaceUsage Usage(string? path = null)
+    {
+        using var rt = Pool.BeginRead();
+        var calc = new UsageCalculator(rt, Pool.Store);
+        if (path is null)
+        {
+            if (rt.TryGetNamedTree(VolumeRecord.DirectoryName, out var dir))
+                foreach (var kv in rt.Scan(dir)) AddVolume(calc, rt, VolumeRecord.Decode(kv.Key, kv.Value));
+            return calc.Result;
+        }
+        var p = PoolPath.Parse(path);
+        var rec = GetVolume(rt, p.Volume);
+        if (p.IsVolumeRoot) { AddVolume(calc, rt, rec); return calc.Result; }
+        var tree = rt.Tree(rec.Tree);
+        var v = new VolumeReader(rec, tree, Pool.Store);
+        var seen = new HashSet<ulong>();
+        var todo = new Stack<ulong>();
+        todo.Push(v.Resolve(p));
+        while (todo.Count > 0)
+        {
+            ulong ino = todo.Pop();
+            if (!seen.Add(ino)) continue;
+            var inode = v.GetInode(ino);
+            if (inode.Type == FileType.Directory) foreach (var e in v.List(ino)) todo.Push(e.Inode);
+            else calc.AddFile(tree, ino, inode);
+        }
+        return calc.Result;
+    }
+
+    private void AddVolume(UsageCalculator calc, ReadTransaction rt, VolumeRecord rec)
+    {
+        var tree = rt.Tree(rec.Tree);
+        foreach (var kv in tree.Scan([FileKeys.Inode], [FileKeys.Inode + 1]))
+        {
+            ulong ino = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(kv.Key.AsSpan(1));
+            calc.AddFile(tree, ino, Inode.Decode(kv.Value, 0, ino));
+        }
+    }
+}
+
+public sealed partial class FileSystem
+{
+    /// <summary>
+    /// The byte ranges of a file that hold data, in order, adjacent ranges merged; everything else
+    /// (holes and unwritten extents) reads as zeros. Like SEEK_DATA/SEEK_HOLE, on one snapshot.
+    /// </summary>
+    public IReadOnlyList<(long Offset, long Length)> DataRanges(string path)
+    {
+        var p = PoolPath.Parse(path);
+        using var rt = Pool.BeginRead();
+        var rec = GetVolume(rt, p.Volume);
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        ulong ino = v.Resolve(p);
+        var inode = v.GetInode(ino);
+        if (inode.Type != FileType.File) throw new InvalidRequestException($"{p}: not a regular file");
+        var result = new List<(long Offset, long Length)>();
+        var tree = v.Extents(inode);
+        if (tree is null) return result;
+        foreach (var kv in tree.Scan())
+        {
+            var e = Extent.Decode(kv.Value, 0);
+            if (e.Unwritten) continue;
+            long off = (long)(FileKeys.ParseExtentKey(kv.Key) * BlockSize);
+            if ((ulong)off >= inode.Size) break;
+            long len = Math.Min((long)e.Count * BlockSize, (long)inode.Size - off);
+            if (result.Count > 0 && result[^1].Offset + result[^1].Length == off) result[^1] = (result[^1].Offset, result[^1].Length + len);
+            else result.Add((off, len));
+        }
+        return result;
+    }
+}
