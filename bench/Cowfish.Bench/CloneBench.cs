@@ -7,157 +7,181 @@ using Cowfish.Transactions;
 namespace Cowfish.Bench;
 
 /// <summary>
-/// Whole-tree clone cost as the tree grows from 10^3 keys upward, against the clone cost at 10^3
-/// in the same run (the target is flat), and a full copy (scan + insert) for contrast.
+/// Whole-tree clone cost at 10^3 .. 10^E keys, against the clone cost at 10^3 in the same run (the
+/// target is flat), with a full copy (scan + insert) for contrast. One pool per size; the
+/// repetitions go round-robin over the pools, so that the machine's noise falls on every size alike.
 /// </summary>
 internal static class CloneBench
 {
     private const int BuildBatch = 1_000_000;
 
-    private sealed record SizeResult(long Keys, double BuildSeconds, List<double> CloneOnly, List<double> CloneCommit,
-        List<double> FirstWrite, List<double> Copy, double CheckSeconds, bool Clean, long Nodes, string Faults);
+    private sealed class Subject(long keys, string path, CountingDevice dev, Pool pool, TreeId src)
+    {
+        public long Keys { get; } = keys;
+        public string Path { get; } = path;
+        public CountingDevice Dev { get; } = dev;
+        public Pool Pool { get; } = pool;
+        public TreeId Src { get; } = src;
+        public double BuildSeconds { get; set; }
+        public List<double> CloneOnly { get; } = new();
+        public List<double> CloneCommit { get; } = new();
+        public List<double> EmptyCommit { get; } = new();
+        public List<double> CloneBytes { get; } = new();
+        public List<double> ClonePages { get; } = new();
+        public List<double> CloneFlush { get; } = new();
+        public List<double> CloneWrite { get; } = new();
+        public List<double> EmptyFlush { get; } = new();
+        public List<double> FirstWrite { get; } = new();
+        public List<double> FirstWriteBytes { get; } = new();
+        public List<double> Copy { get; } = new();
+        public double CheckSeconds { get; set; }
+        public CheckReport? Report { get; set; }
+    }
 
     public static string Run(BenchContext ctx)
     {
         int maxExp = ctx.CloneMaxExponent;
         int copyMaxExp = ctx.Quick ? 4 : 6;
-        int reps = ctx.Quick ? 5 : 21;
-
-        ctx.Progress("clone: warming up (JIT)");
-        RunSizes(ctx, "clone-warm.pool", 4, 3, 3);
-
-        var results = RunSizes(ctx, "clone.pool", maxExp, copyMaxExp, reps);
-        var b = results[0];
-        double bOnly = Stats.Median(b.CloneOnly), bCommit = Stats.Median(b.CloneCommit), bFirst = Stats.Median(b.FirstWrite);
-
-        var sb = new StringBuilder();
-        sb.AppendLine("### Whole-tree clone cost vs tree size (8-byte sequential keys, 8-byte values)");
-        sb.AppendLine();
-        sb.AppendLine($"Baseline: the same measurement at 10^3 keys, same run, same pool. Medians of {reps} repetitions. " +
-                      "`CloneTree` = the call alone inside an open write transaction; `+ Commit` = CloneTree then Commit (durable: two fdatasyncs); " +
-                      "first write = one Put into the fresh clone + Commit (shadows one root-to-leaf path of shared nodes). " +
-                      "Each clone is dropped (and its drop drained) before the next repetition. " +
-                      $"Full copy = scan the source in a read transaction and Put every entry into a new tree, one commit (median of 3, 1 at 10^6).");
-        sb.AppendLine();
-        var t = new Table("keys", "tree nodes", "build rate", "CloneTree", "ratio vs 10^3", "CloneTree + Commit", "ratio vs 10^3",
-            "(max)", "first write to clone", "ratio vs 10^3", "full copy", "copy / (clone + commit)", "check");
-        foreach (var r in results)
-        {
-            double only = Stats.Median(r.CloneOnly), commit = Stats.Median(r.CloneCommit), first = Stats.Median(r.FirstWrite);
-            double copy = r.Copy.Count > 0 ? Stats.Median(r.Copy) : double.NaN;
-            t.Add(Fmt.Pow10(r.Keys), Fmt.Count(r.Nodes), Fmt.Rate(r.Keys / r.BuildSeconds, " keys/s"),
-                Fmt.Time(only), Fmt.Ratio(only / bOnly), Fmt.Time(commit), Fmt.Ratio(commit / bCommit), Fmt.Time(Stats.Max(r.CloneCommit)),
-                Fmt.Time(first), Fmt.Ratio(first / bFirst),
-                r.Copy.Count > 0 ? Fmt.Time(copy) : "—", r.Copy.Count > 0 ? Fmt.Ratio(copy / commit) : "—",
-                (r.Clean ? "clean" : "**FAULTS**") + $" ({Fmt.Time(r.CheckSeconds)})");
-        }
-        sb.Append(t);
-        sb.AppendLine();
-        sb.AppendLine("Build rate: keys inserted per second while growing the tree to that size (1,000,000 puts per commit, " +
-                      "fewer for the first sizes); tree nodes: node count reported by check (all trees).");
-        foreach (var r in results)
-            if (!r.Clean) sb.AppendLine().AppendLine($"**check faults at {Fmt.Pow10(r.Keys)} keys:** {r.Faults}");
-        return sb.ToString();
-    }
-
-    private static List<SizeResult> RunSizes(BenchContext ctx, string file, int maxExp, int copyMaxExp, int reps)
-    {
-        string path = ctx.TempPath(file);
-        var dev = new CountingDevice(FileDevice.Open(path, create: true));
-        var results = new List<SizeResult>();
+        int reps = ctx.Quick ? 11 : 51;
+        var subjects = new List<Subject>();
         try
         {
-            using var pool = Pool.Create(dev, null, ownsDevice: true);
-            TreeId src;
-            using (var tx = pool.BeginWrite()) { src = tx.CreateTree(); tx.Commit(); }
-            long have = 0;
-            var value = new byte[8];
             for (int e = 3; e <= maxExp; e++)
             {
                 long n = (long)Math.Pow(10, e);
-                if (file != "clone-warm.pool") ctx.Progress($"clone: building {n:N0} keys");
-                var sw = Stopwatch.StartNew();
-                while (have < n)
-                {
-                    long end = Math.Min(n, have + BuildBatch);
-                    using var tx = pool.BeginWrite();
-                    for (long i = have; i < end; i++)
-                    {
-                        var v = new byte[8];
-                        BitConverter.TryWriteBytes(v, i);
-                        tx.Put(src, Keys.BigEndian((ulong)i), v);
-                    }
-                    tx.Commit();
-                    have = end;
-                }
-                double build = sw.Elapsed.TotalSeconds;
-                Drain(pool);
-                GC.Collect();
-
-                if (file != "clone-warm.pool") ctx.Progress($"clone: cloning at {n:N0} keys × {reps}");
-                var only = new List<double>();
-                var commit = new List<double>();
-                var first = new List<double>();
-                for (int r = 0; r < reps; r++)
-                {
-                    TreeId c;
-                    using (var tx = pool.BeginWrite())
-                    {
-                        long t0 = Stopwatch.GetTimestamp();
-                        c = tx.CloneTree(src);
-                        only.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
-                        tx.Commit();
-                        commit.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
-                    }
-                    using (var tx = pool.BeginWrite())
-                    {
-                        long t0 = Stopwatch.GetTimestamp();
-                        tx.Put(c, Keys.BigEndian((ulong)(r * 7919 % n)), value);
-                        tx.Commit();
-                        first.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
-                    }
-                    using (var tx = pool.BeginWrite()) { tx.DropTree(c); tx.Commit(); }
-                    Drain(pool);
-                }
-
-                var copy = new List<double>();
-                if (e <= copyMaxExp)
-                {
-                    int copyReps = e >= 6 ? 1 : 3;
-                    if (file != "clone-warm.pool") ctx.Progress($"clone: full copy at {n:N0} keys × {copyReps}");
-                    for (int r = 0; r < copyReps; r++)
-                    {
-                        GC.Collect();
-                        TreeId dst;
-                        long count = 0;
-                        var t0 = Stopwatch.GetTimestamp();
-                        using (var rt = pool.BeginRead())
-                        using (var tx = pool.BeginWrite())
-                        {
-                            dst = tx.CreateTree();
-                            foreach (var kv in rt.Scan(src)) { tx.Put(dst, kv.Key, kv.Value); count++; }
-                            tx.Commit();
-                        }
-                        copy.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
-                        if (count != n) throw new InvalidOperationException($"full copy saw {count} of {n} keys");
-                        using (var tx = pool.BeginWrite()) { tx.DropTree(dst); tx.Commit(); }
-                        Drain(pool);
-                    }
-                }
-
-                if (file != "clone-warm.pool") ctx.Progress($"clone: check at {n:N0} keys");
-                sw.Restart();
-                var report = PoolChecker.Check(pool);
-                double check = sw.Elapsed.TotalSeconds;
-                results.Add(new SizeResult(n, build, only, commit, first, copy, check, report.IsClean, report.Nodes,
-                    string.Join("; ", report.Faults.Take(5))));
+                ctx.Progress($"clone: building a pool with {n:N0} keys");
+                subjects.Add(Build(ctx.TempPath($"clone-1e{e}.pool"), n));
             }
-            return results;
+
+            ctx.Progress($"clone: {reps} rounds of clone / first write / drop over {subjects.Count} pools (+1 warm-up round)");
+            for (int r = -1; r < reps; r++)
+            {
+                for (int j = 0; j < subjects.Count; j++)
+                {
+                    var s = subjects[(j + Math.Max(r, 0)) % subjects.Count]; // rotate the order each round
+                    CloneRound(s, record: r >= 0, seed: r + 1);
+                }
+            }
+
+            foreach (var s in subjects.Where(s => s.Keys <= (long)Math.Pow(10, copyMaxExp)))
+            {
+                int copyReps = s.Keys >= 1_000_000 ? 1 : 3;
+                ctx.Progress($"clone: full copy of {s.Keys:N0} keys × {copyReps}");
+                for (int r = 0; r < copyReps; r++) s.Copy.Add(FullCopy(s));
+            }
+
+            foreach (var s in subjects)
+            {
+                ctx.Progress($"clone: check of the {s.Keys:N0}-key pool");
+                var sw = Stopwatch.StartNew();
+                s.Report = PoolChecker.Check(s.Pool);
+                s.CheckSeconds = sw.Elapsed.TotalSeconds;
+            }
+            return Format(ctx, subjects, reps);
         }
         finally
         {
-            File.Delete(path);
+            foreach (var s in subjects)
+            {
+                s.Pool.Dispose();
+                File.Delete(s.Path);
+            }
         }
+    }
+
+    private static Subject Build(string path, long n)
+    {
+        var dev = new CountingDevice(FileDevice.Open(path, create: true));
+        Pool pool;
+        try { pool = Pool.Create(dev, null, ownsDevice: true); }
+        catch { dev.Dispose(); File.Delete(path); throw; }
+        TreeId src;
+        using (var tx = pool.BeginWrite()) { src = tx.CreateTree(); tx.Commit(); }
+        var s = new Subject(n, path, dev, pool, src);
+        var sw = Stopwatch.StartNew();
+        for (long have = 0; have < n;)
+        {
+            long end = Math.Min(n, have + BuildBatch);
+            using var tx = pool.BeginWrite();
+            for (long i = have; i < end; i++)
+            {
+                var v = new byte[8];
+                BitConverter.TryWriteBytes(v, i);
+                tx.Put(src, Keys.BigEndian((ulong)i), v);
+            }
+            tx.Commit();
+            have = end;
+        }
+        s.BuildSeconds = sw.Elapsed.TotalSeconds;
+        Drain(pool);
+        return s;
+    }
+
+    /// <summary>Empty commit (control), clone, clone + commit, first write to the clone, then drop and drain.</summary>
+    private static void CloneRound(Subject s, bool record, int seed)
+    {
+        var pool = s.Pool;
+        double f0 = s.Dev.FlushSeconds;
+        using (var tx = pool.BeginWrite())
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            tx.Commit();
+            if (record) s.EmptyCommit.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+        }
+        if (record) s.EmptyFlush.Add(s.Dev.FlushSeconds - f0);
+        TreeId c;
+        long b0 = s.Dev.BytesWritten, p0 = s.Dev.SpaceMapPageWrites;
+        f0 = s.Dev.FlushSeconds;
+        double w0 = s.Dev.WriteSeconds;
+        using (var tx = pool.BeginWrite())
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            c = tx.CloneTree(s.Src);
+            double only = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            tx.Commit();
+            double total = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            if (record) { s.CloneOnly.Add(only); s.CloneCommit.Add(total); }
+        }
+        if (record)
+        {
+            s.CloneBytes.Add(s.Dev.BytesWritten - b0);
+            s.ClonePages.Add(s.Dev.SpaceMapPageWrites - p0);
+            s.CloneFlush.Add(s.Dev.FlushSeconds - f0);
+            s.CloneWrite.Add(s.Dev.WriteSeconds - w0);
+        }
+        b0 = s.Dev.BytesWritten;
+        using (var tx = pool.BeginWrite())
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            tx.Put(c, Keys.BigEndian((ulong)(seed * 7919L % s.Keys)), new byte[8]);
+            tx.Commit();
+            if (record) s.FirstWrite.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
+        }
+        if (record) s.FirstWriteBytes.Add(s.Dev.BytesWritten - b0);
+        using (var tx = pool.BeginWrite()) { tx.DropTree(c); tx.Commit(); }
+        Drain(pool);
+    }
+
+    /// <summary>Scan the source in a read transaction, Put every entry into a new tree, commit; then drop the copy.</summary>
+    private static double FullCopy(Subject s)
+    {
+        var pool = s.Pool;
+        GC.Collect();
+        TreeId dst;
+        long count = 0;
+        long t0 = Stopwatch.GetTimestamp();
+        using (var rt = pool.BeginRead())
+        using (var tx = pool.BeginWrite())
+        {
+            dst = tx.CreateTree();
+            foreach (var kv in rt.Scan(s.Src)) { tx.Put(dst, kv.Key, kv.Value); count++; }
+            tx.Commit();
+        }
+        double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+        if (count != s.Keys) throw new InvalidOperationException($"full copy saw {count} of {s.Keys} keys");
+        using (var tx = pool.BeginWrite()) { tx.DropTree(dst); tx.Commit(); }
+        Drain(pool);
+        return seconds;
     }
 
     /// <summary>Commits until the background reclaim of dropped trees is done.</summary>
@@ -170,5 +194,71 @@ internal static class CloneBench
             tx.Commit();
         }
         throw new InvalidOperationException("dropped trees were not reclaimed after 100,000 commits");
+    }
+
+    private static string Format(BenchContext ctx, List<Subject> subjects, int reps)
+    {
+        var b = subjects[0];
+        double bOnly = Stats.Median(b.CloneOnly), bCommit = Stats.Median(b.CloneCommit), bFirst = Stats.Median(b.FirstWrite);
+        double bEmpty = Stats.Median(b.EmptyCommit);
+        var sb = new StringBuilder();
+        sb.AppendLine("### Whole-tree clone cost vs tree size (8-byte sequential keys, 8-byte values)");
+        sb.AppendLine();
+        sb.AppendLine($"Baseline: the same measurement at 10^3 keys, same run. One pool per size, built first; then {reps} rounds " +
+                      "(after one warm-up round) go over the pools in rotating order, so noise hits every size alike. Figures are medians over the rounds. " +
+                      "`CloneTree` = the call alone inside an open write transaction; `CloneTree + Commit` = the call, then Commit (durable: two fdatasyncs). " +
+                      "Control: an empty Commit (no change at all) on the same pool just before, i.e. the floor of any commit there. " +
+                      "Each clone is dropped (and its drop drained) before the next round.");
+        sb.AppendLine();
+        var t = new Table("keys", "tree nodes", "CloneTree", "ratio vs 10^3", "CloneTree + Commit", "ratio vs 10^3", "(p90)", "(max)",
+            "of which fdatasync / pwrite / rest", "empty Commit (control)", "ratio vs 10^3", "(of which fdatasync)", "device bytes per clone commit", "(of which space-map pages)", "pool size");
+        foreach (var s in subjects)
+        {
+            double only = Stats.Median(s.CloneOnly), commit = Stats.Median(s.CloneCommit), empty = Stats.Median(s.EmptyCommit);
+            t.Add(Fmt.Pow10(s.Keys), Fmt.Count(s.Report?.Nodes ?? 0), Fmt.Time(only), Fmt.Ratio(only / bOnly), Fmt.Time(commit), Fmt.Ratio(commit / bCommit),
+                Fmt.Time(Stats.Percentile(s.CloneCommit, 90)), Fmt.Time(Stats.Max(s.CloneCommit)),
+                $"{Fmt.Time(Stats.Median(s.CloneFlush))} / {Fmt.Time(Stats.Median(s.CloneWrite))} / {Fmt.Time(Stats.Median(s.CloneCommit.Select((x, i) => x - s.CloneFlush[i] - s.CloneWrite[i]).ToList()))}",
+                Fmt.Time(empty), Fmt.Ratio(empty / bEmpty), Fmt.Time(Stats.Median(s.EmptyFlush)),
+                Fmt.Count((long)Stats.Median(s.CloneBytes)), $"{Stats.Median(s.ClonePages):0} × 4 KiB", Fmt.MB(s.Dev.Length));
+        }
+        sb.Append(t);
+        sb.AppendLine();
+        sb.AppendLine("First write = one Put into the fresh clone + Commit: it shadows one root-to-leaf path of shared nodes, and each shadowed " +
+                      "internal node takes a reference on every child, so it costs O(depth × fan-out), not O(1). " +
+                      "Full copy = scan the source in a read transaction and Put every entry into a new tree, one commit " +
+                      "(median of 3; 1 at 10^6): what a clone would cost without shared roots. " +
+                      "Build rate = keys per second while building the pool (up to 1,000,000 puts per commit). Tree nodes: as counted by check.");
+        sb.AppendLine();
+        var t2 = new Table("keys", "build rate", "first write to clone", "ratio vs 10^3", "device bytes per first write", "full copy",
+            "full copy / (CloneTree + Commit)", "check (time)");
+        foreach (var s in subjects)
+        {
+            double commit = Stats.Median(s.CloneCommit), first = Stats.Median(s.FirstWrite);
+            double copy = s.Copy.Count > 0 ? Stats.Median(s.Copy) : double.NaN;
+            bool clean = s.Report?.IsClean ?? false;
+            t2.Add(Fmt.Pow10(s.Keys), Fmt.Rate(s.Keys / s.BuildSeconds, " keys/s"), Fmt.Time(first), Fmt.Ratio(first / bFirst),
+                Fmt.Count((long)Stats.Median(s.FirstWriteBytes)),
+                s.Copy.Count > 0 ? Fmt.Time(copy) : "—", s.Copy.Count > 0 ? Fmt.Ratio(copy / commit) : "—",
+                (clean ? "clean" : "**FAULTS**") + $" ({Fmt.Time(s.CheckSeconds)})");
+        }
+        sb.Append(t2);
+        var last = subjects[^1];
+        var mid = subjects.FirstOrDefault(x => x.Keys == 1_000_000) ?? last;
+        ctx.Key("clone", $"CloneTree + Commit at {Fmt.Pow10(mid.Keys)} keys", Fmt.Time(Stats.Median(mid.CloneCommit)), "—", "≤ 1 ms (whole-file clone, 1 M extents)");
+        ctx.Key("clone", $"CloneTree alone, {Fmt.Pow10(last.Keys)} vs 10^3 keys", Fmt.Time(Stats.Median(last.CloneOnly)),
+            Fmt.Ratio(Stats.Median(last.CloneOnly) / bOnly), "1× (flat)");
+        ctx.Key("clone", $"CloneTree + Commit, {Fmt.Pow10(last.Keys)} vs 10^3 keys", Fmt.Time(Stats.Median(last.CloneCommit)),
+            Fmt.Ratio(Stats.Median(last.CloneCommit) / bCommit), "1× (flat)");
+        ctx.Key("clone", $"empty Commit (control), {Fmt.Pow10(last.Keys)} vs 10^3 keys", Fmt.Time(Stats.Median(last.EmptyCommit)),
+            Fmt.Ratio(Stats.Median(last.EmptyCommit) / bEmpty), "—");
+        ctx.Key("clone", $"first write to clone, {Fmt.Pow10(last.Keys)} vs 10^3 keys", Fmt.Time(Stats.Median(last.FirstWrite)),
+            Fmt.Ratio(Stats.Median(last.FirstWrite) / bFirst), "—");
+        if (subjects.LastOrDefault(x => x.Copy.Count > 0) is { } big)
+            ctx.Key("clone", $"full copy vs CloneTree + Commit at {Fmt.Pow10(big.Keys)} keys", Fmt.Time(Stats.Median(big.Copy)),
+                Fmt.Ratio(Stats.Median(big.Copy) / Stats.Median(big.CloneCommit)), "—");
+        foreach (var s in subjects)
+            if (s.Report is { IsClean: false } rep)
+                sb.AppendLine().AppendLine($"**check faults at {Fmt.Pow10(s.Keys)} keys:** {string.Join("; ", rep.Faults.Take(5))}");
+        return sb.ToString();
     }
 }

@@ -16,6 +16,12 @@ internal sealed class BenchContext
     public required int CloneMaxExponent { get; init; }
     public required TextWriter Log { get; init; }
 
+    /// <summary>The headline figures of the run, printed together at the end.</summary>
+    public Table KeyFigures { get; } = new("benchmark", "figure", "value", "ratio", "target / ideal");
+
+    public void Key(string bench, string figure, string value, string ratio, string target) =>
+        KeyFigures.Add(bench, figure, value, ratio, target);
+
     public string TempPath(string name) => Path.Combine(Dir, name);
 
     public void Progress(string message) =>
@@ -89,6 +95,8 @@ internal sealed class Table(params string[] headers)
 {
     private readonly List<string[]> _rows = new();
 
+    public int Count => _rows.Count;
+
     public void Add(params string[] cells) => _rows.Add(cells);
 
     public override string ToString()
@@ -107,13 +115,22 @@ internal sealed class Table(params string[] headers)
 /// </summary>
 internal sealed class CountingDevice(IBlockDevice inner) : IBlockDevice
 {
-    private long _bytesWritten, _writes, _flushes, _bytesRead, _reads;
+    private long _bytesWritten, _writes, _flushes, _bytesRead, _reads, _flushTicks, _writeTicks, _spaceMapPageWrites;
 
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
     public long Writes => Interlocked.Read(ref _writes);
     public long Flushes => Interlocked.Read(ref _flushes);
     public long BytesRead => Interlocked.Read(ref _bytesRead);
     public long Reads => Interlocked.Read(ref _reads);
+
+    /// <summary>Writes of space-map bitmap pages (blocks that start with the bitmap magic).</summary>
+    public long SpaceMapPageWrites => Interlocked.Read(ref _spaceMapPageWrites);
+
+    /// <summary>Seconds spent inside Flush (fdatasync), summed over threads.</summary>
+    public double FlushSeconds => Interlocked.Read(ref _flushTicks) / (double)Stopwatch.Frequency;
+
+    /// <summary>Seconds spent inside Write (pwrite), summed over threads.</summary>
+    public double WriteSeconds => Interlocked.Read(ref _writeTicks) / (double)Stopwatch.Frequency;
 
     public long Length => inner.Length;
 
@@ -128,13 +145,19 @@ internal sealed class CountingDevice(IBlockDevice inner) : IBlockDevice
     {
         Interlocked.Increment(ref _writes);
         Interlocked.Add(ref _bytesWritten, buffer.Length);
+        if (buffer.Length >= 4 && BinaryPrimitives.ReadUInt32LittleEndian(buffer) == Cowfish.Format.Magic.Bitmap)
+            Interlocked.Increment(ref _spaceMapPageWrites);
+        long t0 = Stopwatch.GetTimestamp();
         inner.Write(offset, buffer);
+        Interlocked.Add(ref _writeTicks, Stopwatch.GetTimestamp() - t0);
     }
 
     public void Flush()
     {
         Interlocked.Increment(ref _flushes);
+        long t0 = Stopwatch.GetTimestamp();
         inner.Flush();
+        Interlocked.Add(ref _flushTicks, Stopwatch.GetTimestamp() - t0);
     }
 
     public void SetLength(long length) => inner.SetLength(length);
@@ -189,24 +212,37 @@ internal static class RawDisk
     /// <summary>
     /// Latency of one 4 KiB pwrite followed by fdatasync, on a preallocated and synced file (so the
     /// sync carries no size change), over <paramref name="count"/> samples. Returns seconds.
+    /// With <paramref name="pairBytes"/> above 0, each sample is shaped like a commit instead:
+    /// pwrite <paramref name="pairBytes"/> + fdatasync, then pwrite 4 KiB at offset 0 + fdatasync.
     /// </summary>
-    public static List<double> WriteSyncLatencies(string path, int count)
+    public static List<double> WriteSyncLatencies(string path, int count, int pairBytes = 0)
     {
         const int span = 256;
-        var buf = new byte[4096];
+        int body = Math.Max(4096, (pairBytes + 4095) / 4096 * 4096);
+        var buf = new byte[body];
         new Random(9).NextBytes(buf);
         var samples = new List<double>(count);
         try
         {
             using var h = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None);
-            for (int i = 0; i < span; i++) RandomAccess.Write(h, buf, i * 4096L);
+            for (int i = 0; i <= span; i++) RandomAccess.Write(h, buf, (long)i * body);
             DataSync(h);
             for (int i = 0; i < count; i++)
             {
                 BinaryPrimitives.WriteInt32LittleEndian(buf, i);
                 long t0 = Stopwatch.GetTimestamp();
-                RandomAccess.Write(h, buf, (i % span) * 4096L);
-                DataSync(h);
+                if (pairBytes > 0)
+                {
+                    RandomAccess.Write(h, buf, (1 + i % span) * (long)body);
+                    DataSync(h);
+                    RandomAccess.Write(h, buf.AsSpan(0, 4096), 0);
+                    DataSync(h);
+                }
+                else
+                {
+                    RandomAccess.Write(h, buf.AsSpan(0, 4096), (i % span) * (long)body);
+                    DataSync(h);
+                }
                 samples.Add(Stopwatch.GetElapsedTime(t0).TotalSeconds);
             }
             return samples;

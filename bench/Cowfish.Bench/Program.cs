@@ -89,7 +89,7 @@ try
         report.Append(section);
         Console.Write(section);
     }
-    string tail = $"_total: {Fmt.Time(total.Elapsed.TotalSeconds)}_\n";
+    string tail = (ctx.KeyFigures.Count > 0 ? $"### Key figures\n\n{ctx.KeyFigures}\n" : "") + $"_total: {Fmt.Time(total.Elapsed.TotalSeconds)}_\n";
     report.Append(tail);
     Console.Write(tail);
 }
