@@ -1,6 +1,10 @@
 namespace Cowfish.Cli;
 
-/// <summary>Positional arguments and flags of one command, parsed strictly: unknown flags are errors.</summary>
+/// <summary>
+/// Positional arguments and flags of one command, parsed strictly: unknown <c>--flags</c> are errors.
+/// A single-dash word (<c>-p</c>) is a flag only if the command declares it, and a positional otherwise,
+/// so that values which start with a dash still reach the commands that take them.
+/// </summary>
 internal sealed class Args
 {
     private readonly List<string> _positional = new();
@@ -14,6 +18,7 @@ internal sealed class Args
         {
             string a = list[i];
             if (a == "--") { _positional.AddRange(list.Skip(i + 1)); break; }
+            if (a.Length == 2 && a[0] == '-' && a[1] != '-' && knownFlags.Contains(a)) { _flags.Add(a); continue; }
             if (a.StartsWith("--", StringComparison.Ordinal) && a.Length > 2)
             {
                 string name = a, value = "";
@@ -38,12 +43,27 @@ internal sealed class Args
 
     public IReadOnlyList<string> Positional => _positional;
     public bool Has(string flag) => _flags.Contains(flag);
+    public bool Has(string flag, string alias) => _flags.Contains(flag) || _flags.Contains(alias);
     public string? Option(string name) => _options.GetValueOrDefault(name);
 
     public void Expect(int count, string names)
     {
         if (_positional.Count != count)
             throw new UsageException(_positional.Count < count ? $"missing argument(s): expected {names}" : $"too many arguments: expected {names}");
+    }
+
+    /// <summary>Like <see cref="Expect(int, string)"/> for commands whose last arguments are optional.</summary>
+    public void Expect(int min, int max, string names)
+    {
+        if (_positional.Count < min) throw new UsageException($"missing argument(s): expected {names}");
+        if (_positional.Count > max) throw new UsageException($"too many arguments: expected {names}");
+    }
+
+    /// <summary>The positional argument at <paramref name="index"/> parsed as a size or offset, named in the error.</summary>
+    public long Size(int index, string name)
+    {
+        try { return ParseSize(_positional[index]); }
+        catch (UsageException e) { throw new UsageException($"{name}: {e.Message}"); }
     }
 
     /// <summary>Parses sizes such as 4096, 4K, 1M, 2G, 1T (powers of 1024).</summary>

@@ -8,21 +8,28 @@ namespace Cowfish.Cli;
 /// <summary>The cowfish command: verbs over a pool file. Errors go to stderr as one line, with a non-zero exit code.</summary>
 internal static class Cli
 {
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    private sealed record Command(string Name, string Usage, string Summary, Func<Args, TextWriter, int> Run,
-        string[]? Flags = null, string[]? Options = null);
-
+    /// <summary>Every verb, in the order the main help lists them. The file-system verbs live in their own files.</summary>
     private static readonly Command[] Commands =
-    {
-        new("mkfs", "mkfs POOL", "Create an empty pool file (it grows as it fills).", Mkfs),
-        new("info", "info POOL [--json]", "Show format version, generation, size, and used and free blocks.", Info, Flags: ["--json"]),
-        new("check", "check POOL [--json]", "Verify every checksum, key order, reference count and block; exit 1 if any fault is found.", Check, Flags: ["--json"]),
-        new("tree", "tree create|list|put|get|del|scan|clone|drop POOL ...", "Low-level access to the pool's B+trees (for tests and debugging).", TreeCommand, Flags: ["--json"]),
-    };
+    [
+        new("mkfs", "mkfs POOL", "Create an empty pool file (it grows as it fills).", (a, io) => Mkfs(a, io.Out)),
+        new("info", "info POOL [--json]", "Show format version, generation, size, and used and free blocks.", (a, io) => Info(a, io.Out), Flags: ["--json"]),
+        new("check", "check POOL [--json]", "Verify every checksum, key order, reference count and block; exit 1 if any fault is found.", (a, io) => Check(a, io.Out), Flags: ["--json"]),
+        new("tree", "tree create|list|put|get|del|scan|clone|drop POOL ...", "Low-level access to the pool's B+trees (for tests and debugging).", (a, io) => TreeCommand(a, io.Out),
+            Flags: ["--json"], Details: TreeHelp),
+        .. VolumeCommands.All,
+        .. FileCommands.All,
+        .. DataCommands.All,
+        .. SharingCommands.All,
+        .. TransferCommands.All,
+    ];
 
-    public static int Run(string[] argv, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] argv, TextWriter stdout, TextWriter stderr) => Run(argv, new Io(stdout, stderr));
+
+    public static int Run(string[] argv, Io io)
     {
+        var (stdout, stderr) = (io.Out, io.Err);
         if (argv.Length == 0 || argv[0] is "--help" or "-h" or "help")
         {
             stdout.Write(MainHelp());
@@ -43,13 +50,13 @@ internal static class Cli
         if (rest.Contains("--help") || rest.Contains("-h"))
         {
             stdout.WriteLine($"usage: cowfish {cmd.Usage}\n\n{cmd.Summary}");
-            if (cmd.Name == "tree") stdout.Write(TreeHelp);
+            if (cmd.Details is not null) stdout.Write(cmd.Details);
             return ExitCodes.Ok;
         }
         try
         {
             var args = new Args(rest, new HashSet<string>(cmd.Flags ?? []), new HashSet<string>(cmd.Options ?? []));
-            return cmd.Run(args, stdout);
+            return cmd.Run(args, io);
         }
         catch (UsageException e)
         {
@@ -83,9 +90,15 @@ internal static class Cli
         sb.AppendLine();
         sb.AppendLine("usage: cowfish COMMAND [ARGS] (cowfish COMMAND --help for details)");
         sb.AppendLine();
-        foreach (var c in Commands) sb.AppendLine($"  {c.Usage,-46} {c.Summary}");
+        foreach (var c in Commands)
+        {
+            if (c.Usage.Length <= 46) sb.AppendLine($"  {c.Usage,-46} {c.Summary}");
+            else sb.AppendLine($"  {c.Usage}").AppendLine($"  {"",-46} {c.Summary}");
+        }
         sb.AppendLine();
-        sb.AppendLine("exit codes: 0 ok, 1 check found faults, 2 usage error, 3 not found, 4 pool unusable (not a pool, corrupt, busy, I/O error)");
+        sb.AppendLine("paths inside a pool are written VOLUME/dir/file; sizes and offsets take K, M, G, T suffixes (powers of 1024)");
+        sb.AppendLine("exit codes: 0 ok, 1 check found faults, 2 usage error, 3 not found (pool path, volume or host file),");
+        sb.AppendLine("            4 pool unusable (not a pool, corrupt, busy, I/O error) or request refused (read-only snapshot, not a directory, ...)");
         return sb.ToString();
     }
 

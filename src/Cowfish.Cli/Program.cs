@@ -1,3 +1,5 @@
 using Cowfish.Cli;
 
-return Cli.Run(args, Console.Out, Console.Error);
+using var stdin = Console.OpenStandardInput();
+using var stdout = Console.OpenStandardOutput();
+return Cli.Run(args, new Io(Console.Out, Console.Error, stdin, stdout, ShowProgress: !Console.IsErrorRedirected));

@@ -96,6 +96,25 @@ internal sealed class SpaceMap
     }
 
     /// <summary>
+    /// Allocates one block inside [from, to) if one is free there, else anywhere. A bitmap page is
+    /// placed inside the range it describes, so that moving it frees and allocates only its own
+    /// bits: otherwise each move would dirty another page, and every commit would rewrite them all.
+    /// </summary>
+    public ulong AllocateNear(ulong from, ulong to)
+    {
+        lock (_gate)
+        {
+            ulong b = FindRun(from, Math.Min(to, _total), 1);
+            if (b == 0) return Allocate(1);
+            Set(_allocated, b);
+            Set(_busy, b);
+            MarkDirty(b, 1);
+            _txnAllocated[b] = 1;
+            return b;
+        }
+    }
+
+    /// <summary>
     /// Frees a run. A run this transaction allocated is free at once (no committed state has seen it);
     /// any other run stays busy until its generation is durable and unpinned.
     /// </summary>

@@ -80,7 +80,7 @@ public sealed partial class FileSystem
                 if (b1 - 1 != b0) ReadBlockInto(rec, ino, b1 - 1, span[^BlockSize..]);
             }
             data.CopyTo(span[head..]);
-            MapNewData(rec, ino, b0, span, Math.Max(end, 0), durable, growOnly: true);
+            MapChanges(rec, ino, [(b0, buf.AsMemory(0, blocks * BlockSize))], null, i => Math.Max(i.Size, end), durable);
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
     }
@@ -93,45 +93,51 @@ public sealed partial class FileSystem
     }
 
     /// <summary>
-    /// Reserves blocks for <paramref name="content"/> (whole blocks from file block <paramref name="b0"/>),
-    /// writes them, then maps them in one transaction. The caller holds the range lock.
+    /// The copy-on-write path shared by every data change: reserves blocks for each run of new
+    /// content, writes them outside any lock, then in one transaction claims them, unmaps
+    /// <paramref name="unmap"/>, maps the runs and sets the size. Crash-atomic: the file shows all
+    /// of the change or none of it. A failure before the transaction gives the reservations back;
+    /// an abort inside it frees what it claimed. The caller holds the range lock.
     /// </summary>
-    private void MapNewData(VolumeRecord rec, ulong ino, ulong b0, ReadOnlySpan<byte> content, ulong size, bool durable, bool growOnly)
+    private void MapChanges(VolumeRecord rec, ulong ino, IReadOnlyList<(ulong Block, ReadOnlyMemory<byte> Content)> runs,
+        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable)
     {
-        int blocks = content.Length / BlockSize;
-        var runs = new List<(ulong Disk, uint Count)>();
+        var reserved = new List<(ulong Disk, uint Count)>();
         bool claimed = false;
         try
         {
-            for (int done = 0; done < blocks;)
+            var fresh = new List<(ulong Block, Extent Extent)>();
+            foreach (var (b0, content) in runs)
             {
-                uint n = (uint)Math.Min(Extent.MaxBlocks, blocks - done);
-                runs.Add((Pool.Space.Reserve(n), n));
-                done += (int)n;
-            }
-            var fresh = new List<(ulong, Extent)>(runs.Count);
-            int at = 0;
-            foreach (var (disk, n) in runs)
-            {
-                var piece = content.Slice(at * BlockSize, (int)n * BlockSize);
-                var crcs = new uint[n];
-                for (int i = 0; i < n; i++) crcs[i] = Crc32C.Compute(piece.Slice(i * BlockSize, BlockSize));
-                WriteDevice(disk, piece);
-                fresh.Add((b0 + (ulong)at, new Extent(disk, n, 0, n, false, crcs)));
-                at += (int)n;
+                int blocks = content.Length / BlockSize;
+                for (int at = 0; at < blocks;)
+                {
+                    uint n = (uint)Math.Min(Extent.MaxBlocks, blocks - at);
+                    ulong disk = Pool.Space.Reserve(n);
+                    reserved.Add((disk, n));
+                    var piece = content.Span.Slice(at * BlockSize, (int)n * BlockSize);
+                    var crcs = new uint[n];
+                    for (int i = 0; i < n; i++) crcs[i] = Crc32C.Compute(piece.Slice(i * BlockSize, BlockSize));
+                    WriteDevice(disk, piece);
+                    fresh.Add((b0 + (ulong)at, new Extent(disk, n, 0, n, false, crcs)));
+                    at += (int)n;
+                }
             }
             using var tx = Pool.BeginWrite();
             var v = OpenForWrite(tx, rec);
             if (!v.TryGetInode(ino, out var inode)) throw new NotFoundException($"inode {ino} of volume '{rec.Name}' was removed");
-            foreach (var (disk, n) in runs) Pool.Space.Claim(disk, n);
+            foreach (var (disk, n) in reserved) Pool.Space.Claim(disk, n);
             claimed = true;
-            ulong newSize = growOnly ? Math.Max(inode.Size, size) : size;
-            v.MapData(ino, inode, b0, b0 + (ulong)blocks, fresh, newSize);
+            v.ChangeData(ino, inode, tree =>
+            {
+                if (unmap is { } u) ExtentMap.Replace(tree, v.Space, u.From, u.To, []);
+                foreach (var (b, e) in fresh) ExtentMap.Replace(tree, v.Space, b, b + e.Count, [(b, e)]);
+            }, size(inode));
             tx.Commit(durable);
         }
         catch
         {
-            if (!claimed) foreach (var (disk, n) in runs) Pool.Space.Unreserve(disk, n);
+            if (!claimed) foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
             throw;
         }
     }
@@ -164,6 +170,7 @@ public sealed partial class FileSystem
         ulong newSize = (ulong)size;
         ulong keep = (newSize + BlockSize - 1) / BlockSize;
         ulong oldSize = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
+        var runs = new List<(ulong, ReadOnlyMemory<byte>)>();
         if (newSize < oldSize && newSize % BlockSize != 0)
         {
             // The kept part of the last block is rewritten with zeros after the end, so that growing
@@ -171,13 +178,9 @@ public sealed partial class FileSystem
             var block = new byte[BlockSize];
             ReadBlockInto(rec, ino, keep - 1, block);
             block.AsSpan((int)(newSize % BlockSize)).Clear();
-            MapNewData(rec, ino, keep - 1, block, newSize, durable: true, growOnly: false);
+            runs.Add((keep - 1, block));
         }
-        using var tx = Pool.BeginWrite();
-        var v = OpenForWrite(tx, rec);
-        var inode = v.GetInode(ino);
-        v.MapData(ino, inode, keep, ulong.MaxValue, [], newSize);
-        tx.Commit();
+        MapChanges(rec, ino, runs, newSize < oldSize ? (keep, ulong.MaxValue) : null, _ => newSize, durable: true);
     }
 
     /// <summary>Deallocates a range; it reads as zeros afterwards and the size does not change.</summary>
@@ -192,34 +195,38 @@ public sealed partial class FileSystem
         if (length == 0) return;
         var (rec, ino) = ResolveFile(PoolPath.Parse(path));
         ulong start = (ulong)offset, end = (ulong)(offset + length);
-        ulong fb0 = (start + BlockSize - 1) / BlockSize, fb1 = end / BlockSize;
-        // Partial blocks at the edges get zeros written into them; whole blocks are unmapped.
-        if (start % BlockSize != 0 || fb0 > fb1)
+        ulong first = start / BlockSize, last = (end + BlockSize - 1) / BlockSize; // every block touched
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, first, last);
+        ulong size = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
+        // Only bytes inside the file are zeroed when the size stays; ZERO_RANGE may grow the file.
+        ulong zeroEnd = keepSize ? Math.Min(end, size) : end;
+        if (zeroEnd <= start && keepSize)
         {
-            ulong headEnd = Math.Min(end, fb0 * BlockSize);
-            ZeroBytes(rec, ino, start, headEnd, keepSize);
+            Pool.Flush(); // nothing to change, but like every call that changes data, return durable
+            return;
         }
-        if (end % BlockSize != 0 && fb1 >= fb0 && end > fb1 * BlockSize) ZeroBytes(rec, ino, Math.Max(start, fb1 * BlockSize), end, keepSize);
-        using var lease = Locks.Acquire(rec.Tree.Value, ino, fb0, Math.Max(fb1, fb0 + 1));
-        using var tx = Pool.BeginWrite();
-        var v = OpenForWrite(tx, rec);
-        var inode = v.GetInode(ino);
-        ulong size = keepSize ? inode.Size : Math.Max(inode.Size, end);
-        if (fb1 > fb0) v.MapData(ino, inode, fb0, fb1, [], size);
-        else v.PutInode(ino, inode with { Size = size, CtimeNs = Inode.NowNs(), MtimeNs = Inode.NowNs() });
-        tx.Commit();
-    }
-
-    private void ZeroBytes(VolumeRecord rec, ulong ino, ulong from, ulong to, bool keepSize)
-    {
-        if (to <= from) return;
-        if (keepSize)
+        // Whole blocks are unmapped; a partial block at either edge is rewritten with its range zeroed.
+        var runs = new List<(ulong, ReadOnlyMemory<byte>)>();
+        void Edge(ulong block)
         {
-            ulong size = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
-            if (from >= size) return;
-            to = Math.Min(to, size);
+            ulong bs = block * BlockSize, be = bs + BlockSize;
+            ulong zs = Math.Max(bs, start), ze = Math.Min(be, zeroEnd);
+            if (ze <= zs || (zs == bs && ze == be) || bs >= size) return;
+            var content = new byte[BlockSize];
+            ReadBlockInto(rec, ino, block, content);
+            content.AsSpan((int)(zs - bs), (int)(ze - zs)).Clear();
+            runs.Add((block, content));
         }
-        WriteData(rec, ino, (long)from, new byte[to - from], durable: false);
+        ulong lastZeroed = (zeroEnd + BlockSize - 1) / BlockSize;
+        if (zeroEnd > start)
+        {
+            Edge(first);
+            if (lastZeroed - 1 != first) Edge(lastZeroed - 1);
+        }
+        ulong wholeFrom = (start + BlockSize - 1) / BlockSize, wholeTo = zeroEnd / BlockSize;
+        // A whole block past the old end of file (ZERO_RANGE growing the file) is already a hole.
+        MapChanges(rec, ino, runs, wholeTo > wholeFrom ? (wholeFrom, wholeTo) : null,
+            i => keepSize ? i.Size : Math.Max(i.Size, end), durable: true);
     }
 
     private T ReadVolumeByRecord<T>(VolumeRecord rec, Func<VolumeReader, T> read)

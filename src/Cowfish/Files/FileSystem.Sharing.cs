@@ -74,7 +74,7 @@ public sealed partial class FileSystem
         if (srcOffset < 0 || dstOffset < 0 || length < 0) throw new InvalidRequestException("negative offset or length");
         if (srcOffset % BlockSize != 0 || dstOffset % BlockSize != 0) throw new InvalidRequestException($"clone offsets must be multiples of {BlockSize}");
         ulong srcSize = ReadVolumeByRecord(sRec, v => v.GetInode(sIno).Size);
-        if ((ulong)srcOffset >= srcSize && length == 0) return;
+        if ((ulong)srcOffset >= srcSize && length == 0) { Pool.Flush(); return; }
         ulong len = length == 0 ? srcSize - (ulong)srcOffset : (ulong)length;
         if ((ulong)srcOffset + len > srcSize) throw new InvalidRequestException($"source range {srcOffset}+{len} is past its end ({srcSize})");
         bool toEof = (ulong)srcOffset + len == srcSize;

@@ -182,10 +182,14 @@ internal sealed class VolumeWriter : VolumeReader
     public static Inode SaveExtents(TreeWriter tree, Inode inode) => inode with { Extents = tree.Spill() };
 
     /// <summary>Maps file blocks [from, to) to the fresh records and updates size and times.</summary>
-    public void MapData(ulong ino, Inode inode, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh, ulong newSize)
+    public void MapData(ulong ino, Inode inode, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh, ulong newSize) =>
+        ChangeData(ino, inode, tree => ExtentMap.Replace(tree, Space, from, to, fresh), newSize);
+
+    /// <summary>Applies <paramref name="edit"/> to the file's extent tree, then stores the new root, size and times.</summary>
+    public void ChangeData(ulong ino, Inode inode, Action<TreeWriter> edit, ulong newSize)
     {
         var tree = OpenExtents(ino, inode);
-        ExtentMap.Replace(tree, Space, from, to, fresh);
+        edit(tree);
         long now = Inode.NowNs();
         PutInode(ino, SaveExtents(tree, inode) with { Size = newSize, MtimeNs = now, CtimeNs = now, DataVersion = inode.DataVersion + 1 });
     }

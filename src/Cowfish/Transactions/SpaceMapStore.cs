@@ -27,7 +27,7 @@ internal static class SpaceMapStore
             {
                 var key = CatalogKeys.U64Key(page);
                 if (spaceTree.TryGet(key, out var old)) map.Free(CatalogKeys.ParseRefValue(old, 0).Address, 1);
-                ulong addr = map.Allocate(1);
+                ulong addr = map.AllocateNear(page * Layout.BitsPerPage, (page + 1) * Layout.BitsPerPage);
                 placed[page] = addr;
                 spaceTree.Put(key, CatalogKeys.RefValue(new BlockRef(addr, generation)));
             }

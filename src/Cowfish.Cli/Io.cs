@@ -1,0 +1,9 @@
+namespace Cowfish.Cli;
+
+/// <summary>
+/// The standard streams of one run of the command. <see cref="In"/> and <see cref="BinaryOut"/> are
+/// null when the caller has none (in-process tests): verbs that need stdin then fail with a usage
+/// error, and <c>cat</c> writes UTF-8 text to <see cref="Out"/> instead. <see cref="ShowProgress"/> is
+/// set only when stderr is a terminal, so that scripts and logs never see progress bars.
+/// </summary>
+internal sealed record Io(TextWriter Out, TextWriter Err, Stream? In = null, Stream? BinaryOut = null, bool ShowProgress = false);
