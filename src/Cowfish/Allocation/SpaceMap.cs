@@ -161,13 +161,15 @@ internal sealed class SpaceMap
     {
         lock (_gate)
         {
+            // Deferred frees first: part of a run this transaction allocated may have been freed
+            // (a trimmed extent), and the whole run must end up free.
+            foreach (var (addr, n) in _txnDeferred)
+                for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
             foreach (var (addr, n) in _txnAllocated)
             {
                 for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); Clear(_busy, b); MarkDirty(b, 1); }
                 if (addr < _cursor) _cursor = addr; // so the next transaction lays its blocks where this one would have
             }
-            foreach (var (addr, n) in _txnDeferred)
-                for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
             _txnAllocated.Clear();
             _txnDeferred.Clear();
         }

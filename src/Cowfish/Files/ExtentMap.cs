@@ -30,19 +30,39 @@ internal static class ExtentMap
 
     /// <summary>
     /// Makes file blocks [from, to) map to <paramref name="fresh"/> (records whose references the
-    /// caller already holds) and nothing else. Records that stick out of the range are cut, and the
-    /// parts that stay take their own reference to their disk extent before the old record goes.
+    /// caller already holds) and nothing else. Records that stick out of the range are cut. When a
+    /// cut record is the only user of its disk extent, the extent is cut too and the blocks no record
+    /// covers any more are freed; otherwise the parts that stay each take a reference to the extent.
     /// </summary>
     public static void Replace(TreeWriter tree, ITreeSpace space, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh)
     {
         foreach (var (start, e) in Overlapping(tree, from, to))
         {
+            var key = FileKeys.ExtentKey(start);
+            // Make the record's leaf private first: if a snapshot shares it, copying it takes a
+            // reference to the extent, and the count read below is then exact.
+            tree.Put(key, e.Encode(), releaseReplaced: false);
             ulong end = start + e.Count;
-            var keep = new List<(ulong, Extent)>(2);
+            var keep = new List<(ulong Block, Extent Piece)>(2);
             if (start < from) keep.Add((start, e.Slice(0, (uint)(from - start))));
             if (end > to) keep.Add((to, e.Slice((uint)(to - start), (uint)(end - to))));
+            if (space.RefCount(e.DiskStart) == 1)
+            {
+                // The only user: each kept piece becomes a disk extent of its own, the rest is freed.
+                tree.Delete(key, releaseRemoved: false);
+                ulong cur = e.DiskStart, diskEnd = e.DiskStart + e.DiskBlocks;
+                foreach (var (b, piece) in keep)
+                {
+                    ulong ps = piece.DiskStart + piece.Offset;
+                    if (ps > cur) space.Release(cur, (uint)(ps - cur));
+                    tree.Put(FileKeys.ExtentKey(b), (piece with { DiskStart = ps, DiskBlocks = piece.Count, Offset = 0 }).Encode());
+                    cur = ps + piece.Count;
+                }
+                if (diskEnd > cur) space.Release(cur, (uint)(diskEnd - cur));
+                continue;
+            }
             foreach (var _ in keep) space.AddRef(e.DiskStart, e.DiskBlocks);
-            tree.Delete(FileKeys.ExtentKey(start));
+            tree.Delete(key);
             foreach (var (b, piece) in keep) tree.Put(FileKeys.ExtentKey(b), piece.Encode());
         }
         foreach (var (b, e) in fresh)

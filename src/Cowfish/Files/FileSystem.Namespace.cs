@@ -18,7 +18,7 @@ public sealed partial class FileSystem
     {
         var p = PoolPath.Parse(path);
         try { return ReadVolume(p.Volume, v => v.TryResolve(p, out _)); }
-        catch (NotFoundException) { return false; }
+        catch (Exception e) when (e is NotFoundException or InvalidRequestException) { return false; }
     }
 
     public IReadOnlyList<DirectoryEntry> ListDirectory(string path)

@@ -5,17 +5,20 @@ using Cowfish.Trees;
 namespace Cowfish.Files;
 
 /// <summary>
-/// Computes Total, Exclusive and Shared bytes. A record's bytes are exclusive when its disk extent
-/// has one reference and every node on the way to it — from the volume's root through the inode's
-/// leaf and down the file's extent tree — has one reference too: then no other file, clone or
-/// snapshot can reach that extent. Otherwise they are shared. Cost: the size of what is measured.
+/// Computes Total, Exclusive and Shared bytes. A record is reached privately when every node on the
+/// way to it — from the volume's root through the inode's leaf and down the file's extent tree —
+/// has one reference. A disk extent is exclusive to what is measured when all of its references are
+/// such records inside it (a file whose extent was cut in two holds two); then no other file, clone
+/// or snapshot can reach it. Everything else is shared. Cost: the size of what is measured.
 /// </summary>
 internal sealed class UsageCalculator
 {
     private readonly ReadTransaction _rt;
     private readonly NodeStore _store;
     private readonly TreeReader? _counts;
-    private ulong _total, _exclusive;
+    private ulong _total;
+    // Disk extents reached privately: references seen, and the bytes their records cover.
+    private readonly Dictionary<ulong, (uint Refs, ulong Bytes)> _private = new();
 
     public UsageCalculator(ReadTransaction rt, NodeStore store)
     {
@@ -24,7 +27,16 @@ internal sealed class UsageCalculator
         _counts = rt.State.RefCountRoot.IsNone ? null : new TreeReader(store, rt.State.RefCountRoot, TreeKind.RefCount);
     }
 
-    public SpaceUsage Result => new(_total, _exclusive, _total - _exclusive);
+    public SpaceUsage Result
+    {
+        get
+        {
+            ulong exclusive = 0;
+            foreach (var (start, (refs, bytes)) in _private)
+                if (refs == RefCount(start)) exclusive += bytes;
+            return new SpaceUsage(_total, exclusive, _total - exclusive);
+        }
+    }
 
     private uint RefCount(ulong address)
     {
@@ -77,7 +89,11 @@ internal sealed class UsageCalculator
                 if (e.Unwritten) continue;
                 ulong bytes = (ulong)e.Count * Layout.BlockSize;
                 _total += bytes;
-                if (!sh && RefCount(e.DiskStart) == 1) _exclusive += bytes;
+                if (!sh)
+                {
+                    var (refs, b) = _private.GetValueOrDefault(e.DiskStart);
+                    _private[e.DiskStart] = (refs + 1, b + bytes);
+                }
             }
         }
     }

@@ -251,12 +251,26 @@ public sealed class Pool : IDisposable
         return rt.Info();
     }
 
+    /// <summary>Makes commits made without waiting durable (best effort), then closes the pool.</summary>
     public void Dispose()
     {
         lock (_stateGate)
         {
             if (_disposed) return;
+        }
+        try
+        {
+            if (!IsFailed) Flush();
+        }
+        catch (CowfishException)
+        {
+            // Nothing that was promised durable is lost: only commits made without waiting can be.
+        }
+        lock (_stateGate)
+        {
+            if (_disposed) return;
             _disposed = true;
+            Monitor.PulseAll(_stateGate);
         }
         if (_ownsDevice) _device.Dispose();
     }

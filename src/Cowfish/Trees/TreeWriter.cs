@@ -70,7 +70,8 @@ internal sealed class TreeWriter : TreeReader
         SplitUp(n, path);
     }
 
-    public bool Delete(ReadOnlySpan<byte> key)
+    /// <summary>Removes a key; its value's references are released unless <paramref name="releaseRemoved"/> is false (the caller moves them).</summary>
+    public bool Delete(ReadOnlySpan<byte> key, bool releaseRemoved = true)
     {
         if (!TryGet(key, out _)) return false;
         Version++;
@@ -78,10 +79,11 @@ internal sealed class TreeWriter : TreeReader
         var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         Debug.Assert(found, "key vanished between lookup and delete");
-        ReleaseValue(n.Keys[i], n.Values![i]);
-        n.PayloadBytes -= Node.LeafEntrySize(n.Keys[i], n.Values[i]);
+        var values = n.Values!;
+        if (releaseRemoved) ReleaseValue(n.Keys[i], values[i]);
+        n.PayloadBytes -= Node.LeafEntrySize(n.Keys[i], values[i]);
         n.Keys.RemoveAt(i);
-        n.Values.RemoveAt(i);
+        values.RemoveAt(i);
         Rebalance(n, path);
         return true;
     }
