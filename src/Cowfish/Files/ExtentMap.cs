@@ -6,8 +6,8 @@ namespace Cowfish.Files;
 /// <summary>Operations on one file's extent tree, inside a write transaction.</summary>
 internal static class ExtentMap
 {
-    /// <summary>Records that overlap file blocks [from, to), in order, with the file block each starts at.</summary>
-    public static List<(ulong Block, Extent Extent)> Overlapping(TreeReader tree, ulong from, ulong to, ulong nodeHint = 0)
+    /// <summary>Records that overlap file blocks [from, to), in order, with the file block each starts at; at most <paramref name="limit"/>.</summary>
+    public static List<(ulong Block, Extent Extent)> Overlapping(TreeReader tree, ulong from, ulong to, int limit = int.MaxValue)
     {
         var result = new List<(ulong, Extent)>();
         var c = tree.Cursor();
@@ -21,8 +21,12 @@ internal static class ExtentMap
         {
             ulong start = FileKeys.ParseExtentKey(c.Key);
             if (start >= to) break;
-            var e = Extent.Decode(c.Value, nodeHint);
-            if (start + e.Count > from) result.Add((start, e));
+            var e = Extent.Decode(c.Value, 0);
+            if (start + e.Count > from)
+            {
+                result.Add((start, e));
+                if (result.Count >= limit) break;
+            }
             c.Next();
         }
         return result;

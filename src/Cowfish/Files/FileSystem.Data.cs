@@ -12,8 +12,14 @@ public sealed partial class FileSystem
     /// <summary>Largest file: 2^50 bytes (1 PiB).</summary>
     public const long MaxFileSize = 1L << 50;
 
-    /// <summary>Extent records a range clone copies per transaction; the writer lock is free between slices.</summary>
-    public int CloneSliceRecords { get; init; } = 2048;
+    /// <summary>Most extent records a range clone copies per transaction; the writer lock is free between slices.</summary>
+    public int CloneSliceRecords { get; init; } = 4096;
+
+    /// <summary>
+    /// How long one slice of a range clone may gather records before it commits (the commit adds a
+    /// little): what a foreground write may have to wait, at most, behind a clone.
+    /// </summary>
+    public TimeSpan CloneSliceTime { get; init; } = TimeSpan.FromMilliseconds(2);
 
     /// <summary>Reads at <paramref name="offset"/>; returns the bytes read, short at end of file.</summary>
     public int Read(string path, long offset, Span<byte> buffer)

@@ -109,28 +109,37 @@ public sealed partial class FileSystem
                 using var tx = Pool.BeginWrite();
                 var v = OpenForWrite(tx, dRec);
                 var inode = v.GetInode(dIno);
-                var fresh = new List<(ulong, Extent)>();
-                ulong sliceEnd = sb + blocks;
-                if (!empty)
+                ulong sliceEnd = next;
+                v.ChangeData(dIno, inode, tree =>
                 {
-                    var records = ExtentMap.Overlapping(tx.TreeWriterFor(frozen), next, sb + blocks);
-                    if (records.Count > CloneSliceRecords)
+                    // Copy records in small batches until the slice's time or record budget is spent;
+                    // the gaps between records become holes in the target.
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    var frozenTree = empty ? null : tx.TreeWriterFor(frozen);
+                    int taken = 0;
+                    while (sliceEnd < sb + blocks)
                     {
-                        sliceEnd = records[CloneSliceRecords].Block;
-                        records.RemoveRange(CloneSliceRecords, records.Count - CloneSliceRecords);
+                        int batch = Math.Min(128, CloneSliceRecords - taken);
+                        var records = frozenTree is null ? [] : ExtentMap.Overlapping(frozenTree, sliceEnd, sb + blocks, batch + 1);
+                        bool more = records.Count > batch;
+                        if (more) records.RemoveAt(records.Count - 1);
+                        ulong batchEnd = more ? records[^1].Block + records[^1].Extent.Count : sb + blocks;
+                        var fresh = new List<(ulong, Extent)>(records.Count);
+                        foreach (var (start, e) in records)
+                        {
+                            ulong from = Math.Max(start, sliceEnd), to = Math.Min(start + e.Count, batchEnd);
+                            if (to <= from) continue;
+                            var piece = e.Slice((uint)(from - start), (uint)(to - from));
+                            v.Space.AddRef(piece.DiskStart, piece.DiskBlocks);
+                            fresh.Add((db + (from - sb), piece));
+                        }
+                        ExtentMap.Replace(tree, v.Space, db + (sliceEnd - sb), db + (batchEnd - sb), fresh);
+                        taken += records.Count;
+                        sliceEnd = batchEnd;
+                        if (taken >= CloneSliceRecords || clock.Elapsed >= CloneSliceTime) break;
                     }
-                    foreach (var (start, e) in records)
-                    {
-                        ulong from = Math.Max(start, next), to = Math.Min(start + e.Count, sliceEnd);
-                        if (to <= from) continue;
-                        var piece = e.Slice((uint)(from - start), (uint)(to - from));
-                        v.Space.AddRef(piece.DiskStart, piece.DiskBlocks);
-                        fresh.Add((db + (from - sb), piece));
-                    }
-                }
-                bool last = sliceEnd >= sb + blocks;
-                ulong size = last ? Math.Max(inode.Size, (ulong)dstOffset + len) : inode.Size;
-                v.MapData(dIno, inode, db + (next - sb), db + (sliceEnd - sb), fresh, size);
+                    return sliceEnd >= sb + blocks ? Math.Max(inode.Size, (ulong)dstOffset + len) : inode.Size;
+                });
                 tx.Commit(waitForDurability: false);
                 next = sliceEnd;
             }

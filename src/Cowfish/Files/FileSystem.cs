@@ -123,7 +123,7 @@ public sealed partial class FileSystem : IDisposable
         return id;
     }
 
-    private static VolumeRecord GetVolume(WriteTransaction tx, TreeId dir, string name)
+    internal static VolumeRecord GetVolume(WriteTransaction tx, TreeId dir, string name)
     {
         if (!tx.TryGet(dir, VolumeRecord.Key(name), out var v)) throw new NotFoundException($"volume '{name}' does not exist");
         return VolumeRecord.Decode(VolumeRecord.Key(name), v);

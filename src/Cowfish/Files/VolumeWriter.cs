@@ -186,10 +186,14 @@ internal sealed class VolumeWriter : VolumeReader
         ChangeData(ino, inode, tree => ExtentMap.Replace(tree, Space, from, to, fresh), newSize);
 
     /// <summary>Applies <paramref name="edit"/> to the file's extent tree, then stores the new root, size and times.</summary>
-    public void ChangeData(ulong ino, Inode inode, Action<TreeWriter> edit, ulong newSize)
+    public void ChangeData(ulong ino, Inode inode, Action<TreeWriter> edit, ulong newSize) =>
+        ChangeData(ino, inode, tree => { edit(tree); return newSize; });
+
+    /// <summary>As above, with the new size decided by the edit.</summary>
+    public void ChangeData(ulong ino, Inode inode, Func<TreeWriter, ulong> edit)
     {
         var tree = OpenExtents(ino, inode);
-        edit(tree);
+        ulong newSize = edit(tree);
         long now = Inode.NowNs();
         PutInode(ino, SaveExtents(tree, inode) with { Size = newSize, MtimeNs = now, CtimeNs = now, DataVersion = inode.DataVersion + 1 });
     }

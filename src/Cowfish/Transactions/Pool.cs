@@ -17,7 +17,7 @@ public sealed class Pool : IDisposable
 {
     private readonly IBlockDevice _device;
     private readonly bool _ownsDevice;
-    private readonly SemaphoreSlim _writer = new(1, 1);
+    private readonly FairLock _writer = new();
     // Guards _durable, _durableSlot, _flushing, _readers and _failure; waiters for durability wait on it.
     private readonly object _stateGate = new();
     private readonly SortedDictionary<ulong, int> _readers = new();
@@ -102,7 +102,7 @@ public sealed class Pool : IDisposable
     public WriteTransaction BeginWrite()
     {
         ThrowIfUnusable();
-        _writer.Wait();
+        _writer.Enter();
         try
         {
             ThrowIfUnusable();
@@ -112,7 +112,7 @@ public sealed class Pool : IDisposable
         }
         catch
         {
-            _writer.Release();
+            _writer.Exit();
             throw;
         }
     }
@@ -156,7 +156,7 @@ public sealed class Pool : IDisposable
         if (_device.Length < needed) _device.SetLength(needed);
     }
 
-    internal void EndWrite() => _writer.Release();
+    internal void EndWrite() => _writer.Exit();
 
     /// <summary>Makes every commit so far durable (for commits made without waiting).</summary>
     public void Flush() => MakeDurable(Volatile.Read(ref _staged).Generation);
