@@ -98,3 +98,93 @@ public sealed class FailureTests
         finally { File.Delete(path); }
     }
 }
+
+/// <summary>A copy-on-write write that fails part-way leaks nothing, and the old data stays readable.</summary>
+public sealed class FileFailureTests
+{
+    [Theory]
+    [InlineData("write", 1)]   // the data write itself
+    [InlineData("write", 2)]   // a node write of the mapping transaction
+    [InlineData("flush", 1)]
+    public void AFailedCopyOnWriteWriteLeaksNothing(string what, int n)
+    {
+        var dev = new FaultInjectingDevice();
+        var old = new byte[300_000];
+        new Random(1).NextBytes(old);
+        using (var fs = new Cowfish.Files.FileSystem(Pool.Create(dev), ownsPool: true))
+        {
+            fs.CreateVolume("v");
+            fs.CreateFile("v/f");
+            fs.Write("v/f", 0, old, durable: true);
+            fs.Snapshot("v", "s", readOnly: true);
+            if (what == "write") dev.FailWriteIn(n); else dev.FailFlushIn(n);
+            Assert.ThrowsAny<CowfishException>(() => fs.Write("v/f", 5000, new byte[100_000], durable: true));
+            Assert.True(fs.Pool.IsFailed);
+            Assert.Throws<EngineFailedException>(() => fs.Write("v/f", 0, new byte[10]));
+        }
+        foreach (var image in new[] { dev.LiveImage(), dev.CrashImage(CrashMode.DropUnflushed) })
+        {
+            using var fs = new Cowfish.Files.FileSystem(Pool.Open(MemoryDevice.FromImage(image)), ownsPool: true);
+            TreeModel.AssertClean(fs.Pool, $"after a failed {what}");
+            Assert.Equal(old, fs.ReadAll("s/f"));
+            var now = fs.ReadAll("v/f");
+            bool unchanged = now.AsSpan().SequenceEqual(old);
+            var expectNew = old.ToArray();
+            Array.Clear(expectNew, 5000, 100_000);
+            Assert.True(unchanged || now.AsSpan().SequenceEqual(expectNew), "the file is neither the old nor the new content");
+        }
+    }
+}
+
+public sealed class SpaceMapCascadeTests
+{
+    /// <summary>A device that counts the bytes written to it.</summary>
+    private sealed class CountingDevice : IBlockDevice
+    {
+        private readonly MemoryDevice _inner = new();
+        public long BytesWritten;
+        public long Length => _inner.Length;
+        public void Read(long offset, Span<byte> buffer) => _inner.Read(offset, buffer);
+        public void Write(long offset, ReadOnlySpan<byte> buffer) { BytesWritten += buffer.Length; _inner.Write(offset, buffer); }
+        public void Flush() { }
+        public void SetLength(long length) => _inner.SetLength(length);
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void ASmallCommitInABigPoolRewritesFewBitmapPages()
+    {
+        var dev = new CountingDevice();
+        // Grow the pool to many bitmap pages (32,512 blocks each) so that a cascade would show.
+        using var pool = Pool.Create(dev, new PoolOptions { GrowthBlocks = 400_000 });
+        // Grow the pool: a large reservation that cannot fit makes it add 400,000 blocks.
+        pool.Space.Unreserve(pool.Space.Reserve(1000), 1000);
+        TreeId t;
+        using (var tx = pool.BeginWrite()) { t = tx.CreateTree(); tx.Commit(); }
+        Assert.True(pool.Space.PageCount >= 10, $"only {pool.Space.PageCount} pages");
+        for (int i = 0; i < 20; i++)
+        {
+            using var tx = pool.BeginWrite();
+            tx.Put(t, BitConverter.GetBytes(i), new byte[100]);
+            tx.Commit();
+        }
+        long before = dev.BytesWritten;
+        for (int i = 0; i < 20; i++)
+        {
+            using var tx = pool.BeginWrite();
+            tx.Put(t, BitConverter.GetBytes(i), new byte[100]);
+            tx.Commit();
+        }
+        long perCommit = (dev.BytesWritten - before) / 20;
+        Assert.True(perCommit <= 12 * 4096, $"a one-key commit wrote {perCommit / 4096} blocks in a pool of {pool.Space.PageCount} bitmap pages");
+        // The mechanism: every bitmap page lives inside the range of blocks it describes, so moving
+        // it only touches its own bits and never dirties another page.
+        using (var rt = pool.BeginRead())
+        {
+            var tree = new Cowfish.Trees.TreeReader(pool.Store, rt.State.SpaceMapRoot, Cowfish.Trees.TreeKind.SpaceMap);
+            foreach (var (page, at) in Cowfish.Transactions.SpaceMapStore.Pages(tree, rt.State.TotalBlocks))
+                Assert.True(at.Address / Cowfish.Format.Layout.BitsPerPage == page, $"bitmap page {page} is stored at block {at.Address}, outside its range");
+        }
+        TreeModel.AssertClean(pool, "after small commits");
+    }
+}

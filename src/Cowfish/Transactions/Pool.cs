@@ -35,7 +35,7 @@ public sealed class Pool : IDisposable
         _device = device;
         _ownsDevice = ownsDevice;
         Options = options;
-        Store = new NodeStore(device, options.CacheNodes);
+        Store = new NodeStore(device, options.CacheNodes) { WriteFailed = e => Fail(e) };
         Space = map;
         _durable = _staged = sb;
         _durableSlot = slot;

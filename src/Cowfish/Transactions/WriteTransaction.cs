@@ -187,6 +187,7 @@ public sealed class WriteTransaction : IDisposable
             _pool.Space.AbortTransaction();
             Finish();
             if (e is DeviceIOException) { _pool.Fail(e); throw new EngineFailedException(e); }
+            if (e is EngineFailedException) _pool.Fail(e.InnerException ?? e);
             throw;
         }
         Finish();

@@ -32,6 +32,19 @@ internal sealed class NodeStore
     }
 
     public IBlockDevice Device => _device;
+
+    /// <summary>Called with the first failed write, before it is thrown: the pool then refuses all work.</summary>
+    public Action<Exception>? WriteFailed { get; set; }
+
+    private void DeviceWrite(ulong address, ReadOnlySpan<byte> block)
+    {
+        try { _device.Write(Layout.ByteOffset(address), block); }
+        catch (DeviceIOException e)
+        {
+            WriteFailed?.Invoke(e);
+            throw new EngineFailedException(e);
+        }
+    }
     public long Reads => Interlocked.Read(ref _reads);
     public long Hits => Interlocked.Read(ref _hits);
 
@@ -76,7 +89,7 @@ internal sealed class NodeStore
         System.Diagnostics.Debug.Assert(!node.Dirty && node.Address >= Layout.FirstDataBlock, "writing a dirty or unplaced node");
         var buf = Buffer;
         node.Encode(buf);
-        _device.Write(Layout.ByteOffset(node.Address), buf);
+        DeviceWrite(node.Address, buf);
         Insert(node.Address, node);
     }
 
@@ -84,7 +97,7 @@ internal sealed class NodeStore
     public void WriteBlock(ulong address, ReadOnlySpan<byte> block)
     {
         _cache.TryRemove(address, out _);
-        _device.Write(Layout.ByteOffset(address), block);
+        DeviceWrite(address, block);
     }
 
     public void Forget(ulong address) => _cache.TryRemove(address, out _);
