@@ -247,3 +247,39 @@ public sealed class UsageTests
         TreeModel.AssertClean(fs.Pool, "partial overwrites");
     }
 }
+
+public sealed class FrozenTreeTests
+{
+    [Fact]
+    public void AFrozenSourceLeftByAnInterruptedRangeCloneIsDroppedAtOpen()
+    {
+        var dev = new MemoryDevice();
+        ulong used;
+        using (var fs = new FileSystem(Pool.Create(dev), ownsPool: true))
+        {
+            fs.CreateVolume("v");
+            fs.CreateFile("v/f");
+            fs.Write("v/f", 0, new byte[1 << 20]);
+            fs.Flush();
+            used = fs.Pool.Info().UsedBlocks;
+            // What a range clone does first, then a crash before it finished: the frozen copy stays named.
+            var (rec, ino) = fs.ResolveFile(PoolPath.Parse("v/f"));
+            using var tx = fs.Pool.BeginWrite();
+            var v = new VolumeWriter(FileSystem.GetVolume(tx, FileSystem.VolumeDirectory(tx), "v"), tx);
+            var frozen = tx.AdoptTree(Cowfish.Trees.TreeKind.FileExtents, v.GetInode(ino).Extents);
+            tx.SetNamedTree(FileSystem.FrozenPrefix + frozen.Value, frozen);
+            v.Unlink(VolumeReader.RootIno, FileKeys.Name("f")); // the source goes: only the frozen copy holds its data
+            tx.Commit();
+        }
+        using (var pool = Pool.Open(dev))
+        {
+            Assert.True(pool.Info().UsedBlocks > used - 10, "the frozen copy keeps the data alive");
+            using var fs = new FileSystem(pool);
+            fs.Reclaim();
+            using var rt = pool.BeginRead();
+            Assert.DoesNotContain(rt.ListTrees(), t => t.Value > 2);
+            TreeModel.AssertClean(pool, "after dropping the leftover");
+            Assert.True(pool.Info().UsedBlocks < used - 200, "the data came back");
+        }
+    }
+}

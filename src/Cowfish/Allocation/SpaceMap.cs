@@ -5,7 +5,7 @@ using Cowfish.Format;
 namespace Cowfish.Allocation;
 
 /// <summary>
-/// Free-space tracking with deferred reuse. Only the writer touches it, under the pool's writer lock.
+/// Free-space tracking with deferred reuse.
 /// </summary>
 /// <remarks>
 /// Two bitmaps, one bit per block:
@@ -18,7 +18,8 @@ namespace Cowfish.Allocation;
 /// Every change made inside a transaction is logged so that an abort puts both bitmaps back.
 /// A reservation (for data written before the transaction that maps it) is busy but not allocated,
 /// so a crash before that transaction commits leaks nothing.
-/// All members take <c>_gate</c>: the writer and the threads reserving space for their data share the map.
+/// Transactions (allocation, freeing, the log) are the writer's, under the pool's writer lock, but
+/// threads reserving space for their data use the map at the same time: every member takes <c>_gate</c>.
 /// </remarks>
 internal sealed class SpaceMap
 {
@@ -26,6 +27,9 @@ internal sealed class SpaceMap
     private ulong _reservedBlocks;
     private ulong[] _allocated;
     private ulong[] _busy;
+    // One bit per word of _busy: set when all 64 blocks of that word are busy, so that a search
+    // for free space skips 4,096 blocks at a time through a full region instead of scanning it.
+    private ulong[] _full;
     private ulong _total;
     private ulong _cursor = Layout.FirstDataBlock;
     private readonly HashSet<ulong> _dirtyPages = new();
@@ -43,7 +47,8 @@ internal sealed class SpaceMap
         int words = WordsFor(totalBlocks);
         _allocated = new ulong[words];
         _busy = new ulong[words];
-        for (ulong b = 0; b < Layout.FirstDataBlock; b++) { Set(_allocated, b); Set(_busy, b); }
+        _full = new ulong[(words + 63) / 64];
+        for (ulong b = 0; b < Layout.FirstDataBlock; b++) { Set(_allocated, b); SetBusy(b); }
         for (ulong p = 0; p < PageCount; p++) _dirtyPages.Add(p);
     }
 
@@ -87,7 +92,7 @@ internal sealed class SpaceMap
                 start = FindRun(oldTotal - tailFree, _total, blocks);
                 System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
             }
-            for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); Set(_busy, b); }
+            for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); SetBusy(b); }
             MarkDirty(start, blocks);
             _txnAllocated[start] = blocks;
             _cursor = start + blocks;
@@ -107,7 +112,7 @@ internal sealed class SpaceMap
             ulong b = FindRun(from, Math.Min(to, _total), 1);
             if (b == 0) return Allocate(1);
             Set(_allocated, b);
-            Set(_busy, b);
+            SetBusy(b);
             MarkDirty(b, 1);
             _txnAllocated[b] = 1;
             return b;
@@ -133,7 +138,7 @@ internal sealed class SpaceMap
             if (_txnAllocated.TryGetValue(address, out uint n) && n == blocks)
             {
                 _txnAllocated.Remove(address);
-                for (ulong b = address; b < address + blocks; b++) Clear(_busy, b);
+                for (ulong b = address; b < address + blocks; b++) ClearBusy(b);
                 if (address < _cursor) _cursor = address;
             }
             else _txnDeferred.Add((address, blocks));
@@ -167,7 +172,7 @@ internal sealed class SpaceMap
                 for (ulong b = addr; b < addr + n; b++) { Set(_allocated, b); MarkDirty(b, 1); }
             foreach (var (addr, n) in _txnAllocated)
             {
-                for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); Clear(_busy, b); MarkDirty(b, 1); }
+                for (ulong b = addr; b < addr + n; b++) { Clear(_allocated, b); ClearBusy(b); MarkDirty(b, 1); }
                 if (addr < _cursor) _cursor = addr; // so the next transaction lays its blocks where this one would have
             }
             _txnAllocated.Clear();
@@ -190,7 +195,7 @@ internal sealed class SpaceMap
                     foreach (var (addr, n) in runs)
                     {
                         for (ulong b = addr; b < addr + n; b++)
-                            if (!Get(_allocated, b)) Clear(_busy, b);
+                            if (!Get(_allocated, b)) ClearBusy(b);
                         _pendingBlocks -= n;
                         if (addr < _cursor) _cursor = addr;
                     }
@@ -245,7 +250,7 @@ internal sealed class SpaceMap
             for (ulong b = address; b < address + blocks; b++)
             {
                 if (!Get(_busy, b) || Get(_allocated, b)) throw new InvalidOperationException($"block {b} is not reserved");
-                Clear(_busy, b);
+                ClearBusy(b);
             }
             _reservedBlocks -= blocks;
             if (address < _cursor) _cursor = address;
@@ -288,6 +293,7 @@ internal sealed class SpaceMap
                 ulong v = BinaryPrimitives.ReadUInt64LittleEndian(bits[(w * 8)..]);
                 _allocated[word] = v;
                 _busy[word] = v;
+                UpdateFull(word);
             }
             _dirtyPages.Remove(page);
         }
@@ -303,7 +309,24 @@ internal sealed class SpaceMap
         }
     }
 
-    public void ClearDirty() => _dirtyPages.Clear();
+    /// <summary>The pages written by a commit are clean again (pages dirtied meanwhile stay dirty).</summary>
+    public void ClearDirty(IEnumerable<ulong> written)
+    {
+        lock (_gate) foreach (ulong p in written) _dirtyPages.Remove(p);
+    }
+
+    /// <summary>
+    /// The dirty pages and the pool size, taken together. A reservation on another thread may grow
+    /// the pool at any time; a commit persists exactly the pages of the size it saw.
+    /// </summary>
+    public (ulong[] Pages, ulong TotalBlocks) DirtySnapshot()
+    {
+        lock (_gate)
+        {
+            ulong pages = (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+            return (_dirtyPages.Where(p => p < pages).Order().ToArray(), _total);
+        }
+    }
 
     private void MarkDirty(ulong address, uint blocks)
     {
@@ -324,6 +347,7 @@ internal sealed class SpaceMap
             int cap = Math.Max(words, _allocated.Length * 2);
             Array.Resize(ref _allocated, cap);
             Array.Resize(ref _busy, cap);
+            Array.Resize(ref _full, (cap + 63) / 64);
         }
         for (ulong p = oldPages; p < PageCount; p++) _dirtyPages.Add(p);
     }
@@ -335,7 +359,12 @@ internal sealed class SpaceMap
         while (b + blocks <= to)
         {
             // Skip whole busy words quickly.
-            if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
+            if ((b & 63) == 0)
+            {
+                ulong w = b >> 6;
+                if ((w & 63) == 0 && _full[w >> 6] == ulong.MaxValue) { b += 64 * 64; continue; }
+                if (_busy[w] == ulong.MaxValue) { b += 64; continue; }
+            }
             if (Get(_busy, b)) { b++; continue; }
             ulong run = 1;
             while (run < blocks && !Get(_busy, b + run)) run++;
@@ -350,6 +379,23 @@ internal sealed class SpaceMap
         // Whole pages, so that page encoding never reads past the array.
         ulong pages = (blocks + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
         return (int)(pages * Layout.BitsPerPage / 64);
+    }
+
+    private void SetBusy(ulong b)
+    {
+        Set(_busy, b);
+        if (_busy[b >> 6] == ulong.MaxValue) Set(_full, b >> 6);
+    }
+
+    private void ClearBusy(ulong b)
+    {
+        Clear(_busy, b);
+        Clear(_full, b >> 6);
+    }
+
+    private void UpdateFull(ulong word)
+    {
+        if (_busy[word] == ulong.MaxValue) Set(_full, word); else Clear(_full, word);
     }
 
     private static bool Get(ulong[] bits, ulong b) => (bits[b >> 6] & (1UL << (int)(b & 63))) != 0;

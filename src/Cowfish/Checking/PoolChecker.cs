@@ -13,7 +13,7 @@ namespace Cowfish.Checking;
 /// </summary>
 public static class PoolChecker
 {
-    /// <summary>Checks the newest durable state of an open pool. Runs alongside readers and the writer.</summary>
+    /// <summary>Checks the newest committed state of an open pool. Runs alongside readers and the writer.</summary>
     public static CheckReport Check(Pool pool)
     {
         using var rt = pool.BeginRead();

@@ -13,7 +13,13 @@ public sealed partial class FileSystem
     public const long MaxFileSize = 1L << 50;
 
     /// <summary>Most extent records a range clone copies per transaction; the writer lock is free between slices.</summary>
-    public int CloneSliceRecords { get; init; } = 4096;
+    public int CloneSliceRecords
+    {
+        get => _cloneSliceRecords;
+        init => _cloneSliceRecords = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(CloneSliceRecords), "at least 1");
+    }
+
+    private readonly int _cloneSliceRecords = 4096;
 
     /// <summary>
     /// How long one slice of a range clone may gather records before it commits (the commit adds a
@@ -272,7 +278,8 @@ public sealed partial class FileSystem
                 b += n;
             }
         ulong size = Math.Max(inode.Size, (ulong)(offset + length));
-        v.PutInode(ino, VolumeWriter.SaveExtents(tree, inode) with { Size = size, CtimeNs = Inode.NowNs() });
+        long now = Inode.NowNs();
+        v.PutInode(ino, VolumeWriter.SaveExtents(tree, inode) with { Size = size, CtimeNs = now, MtimeNs = now, DataVersion = inode.DataVersion + 1 });
         tx.Commit();
     }
 }

@@ -73,33 +73,48 @@ public sealed partial class FileSystem
     {
         if (srcOffset < 0 || dstOffset < 0 || length < 0) throw new InvalidRequestException("negative offset or length");
         if (srcOffset % BlockSize != 0 || dstOffset % BlockSize != 0) throw new InvalidRequestException($"clone offsets must be multiples of {BlockSize}");
-        ulong srcSize = ReadVolumeByRecord(sRec, v => v.GetInode(sIno).Size);
-        if ((ulong)srcOffset >= srcSize && length == 0) { Pool.Flush(); return; }
-        ulong len = length == 0 ? srcSize - (ulong)srcOffset : (ulong)length;
-        if ((ulong)srcOffset + len > srcSize) throw new InvalidRequestException($"source range {srcOffset}+{len} is past its end ({srcSize})");
-        bool toEof = (ulong)srcOffset + len == srcSize;
-        if (len % BlockSize != 0 && !toEof) throw new InvalidRequestException($"clone length must be a multiple of {BlockSize} unless the range ends at the source's end of file");
-        if ((ulong)dstOffset + len > (ulong)MaxFileSize) throw new InvalidRequestException("target range is past the largest file size");
-        if (len % BlockSize != 0 && (ulong)dstOffset + len < ReadVolumeByRecord(dRec, v => v.GetInode(dIno).Size))
-            throw new InvalidRequestException("cannot clone the source's partial last block into the middle of the target (it would replace the target's bytes after the range)");
-        bool sameFile = sRec.Tree == dRec.Tree && sIno == dIno;
-        if (sameFile && (ulong)srcOffset < (ulong)dstOffset + len && (ulong)dstOffset < (ulong)srcOffset + len)
-            throw new InvalidRequestException("source and target ranges of one file overlap");
-        ulong blocks = (len + BlockSize - 1) / BlockSize;
+        if (dstOffset + length > MaxFileSize) throw new InvalidRequestException("target range is past the largest file size");
         ulong sb = (ulong)srcOffset / BlockSize, db = (ulong)dstOffset / BlockSize;
-        using var lease = lockTarget ? Locks.Acquire(dRec.Tree.Value, dIno, db, db + blocks) : default;
+        // The target's range is locked before anything is measured; "to the end of the source" locks to the end.
+        using var lease = !lockTarget ? default
+            : Locks.Acquire(dRec.Tree.Value, dIno, db, length == 0 ? ulong.MaxValue : db + ((ulong)length + BlockSize - 1) / BlockSize);
 
-        // 1. Freeze the source: adopt its extent root as a temporary tree (O(1)).
-        TreeId frozen;
+        // 1. Freeze the source: adopt its extent root as a temporary, named tree (O(1)). Sizes are
+        //    read and the rules checked in this same transaction, so they hold for the frozen copy.
+        TreeId frozen = default;
+        string frozenName = "";
         bool empty;
+        ulong len;
         using (var tx = Pool.BeginWrite())
         {
-            var source = new VolumeReader(GetVolume(tx, VolumeDirectory(tx), sRec.Name), tx.TreeWriterFor(sRec.Tree), Pool.Store);
-            var root = source.GetInode(sIno).Extents;
-            empty = root.IsNone;
-            frozen = empty ? default : tx.AdoptTree(TreeKind.FileExtents, root);
+            var dir = VolumeDirectory(tx);
+            var srcNow = GetVolume(tx, dir, sRec.Name);
+            var dstNow = GetVolume(tx, dir, dRec.Name);
+            if (srcNow.Tree != sRec.Tree || dstNow.Tree != dRec.Tree) throw new NotFoundException("a volume was replaced during the clone");
+            var sInode = new VolumeReader(srcNow, tx.TreeWriterFor(sRec.Tree), Pool.Store).GetInode(sIno);
+            ulong dSize = new VolumeReader(dstNow, tx.TreeWriterFor(dRec.Tree), Pool.Store).GetInode(dIno).Size;
+            ulong srcSize = sInode.Size;
+            if ((ulong)srcOffset >= srcSize && length == 0) { tx.Abort(); Pool.Flush(); return; }
+            len = length == 0 ? srcSize - (ulong)srcOffset : (ulong)length;
+            if ((ulong)srcOffset + len > srcSize) throw new InvalidRequestException($"source range {srcOffset}+{len} is past its end ({srcSize})");
+            bool toEof = (ulong)srcOffset + len == srcSize;
+            if (len % BlockSize != 0 && !toEof) throw new InvalidRequestException($"clone length must be a multiple of {BlockSize} unless the range ends at the source's end of file");
+            if ((ulong)dstOffset + len > (ulong)MaxFileSize) throw new InvalidRequestException("target range is past the largest file size");
+            if (len % BlockSize != 0 && (ulong)dstOffset + len < dSize)
+                throw new InvalidRequestException("cannot clone the source's partial last block into the middle of the target (it would replace the target's bytes after the range)");
+            bool sameFile = sRec.Tree == dRec.Tree && sIno == dIno;
+            if (sameFile && (ulong)srcOffset < (ulong)dstOffset + len && (ulong)dstOffset < (ulong)srcOffset + len)
+                throw new InvalidRequestException("source and target ranges of one file overlap");
+            empty = sInode.Extents.IsNone;
+            if (!empty)
+            {
+                frozen = tx.AdoptTree(TreeKind.FileExtents, sInode.Extents);
+                frozenName = FrozenPrefix + frozen.Value;
+                tx.SetNamedTree(frozenName, frozen);
+            }
             tx.Commit(waitForDurability: false);
         }
+        ulong blocks = (len + BlockSize - 1) / BlockSize;
         try
         {
             // 2. Copy records in bounded slices; the gaps between them become holes in the target.
@@ -148,7 +163,11 @@ public sealed partial class FileSystem
         {
             // 3. Let the frozen copy go; its nodes come back in the background.
             using var tx = Pool.BeginWrite();
-            if (!empty) tx.DropTree(frozen);
+            if (!empty)
+            {
+                tx.RemoveNamedTree(frozenName);
+                tx.DropTree(frozen);
+            }
             tx.Commit();
         }
     }
@@ -163,6 +182,10 @@ public sealed partial class FileSystem
         var (aRec, aIno) = ResolveFile(PoolPath.Parse(a), forWriting: false);
         var (bRec, bIno) = ResolveFile(PoolPath.Parse(b));
         if (length <= 0) throw new InvalidRequestException("dedupe needs a positive length");
+        if (aOffset < 0 || bOffset < 0 || aOffset % BlockSize != 0 || bOffset % BlockSize != 0)
+            throw new InvalidRequestException($"dedupe offsets must be non-negative multiples of {BlockSize}");
+        if (aRec.Tree == bRec.Tree && aIno == bIno && aOffset < bOffset + length && bOffset < aOffset + length)
+            throw new InvalidRequestException("the two ranges of one file overlap");
         ulong blocks = ((ulong)length + BlockSize - 1) / BlockSize;
         ulong ab = (ulong)aOffset / BlockSize, bb = (ulong)bOffset / BlockSize;
         // Lock both in a fixed order so that two dedupes of the same pair cannot deadlock.

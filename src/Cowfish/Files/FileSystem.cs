@@ -14,12 +14,35 @@ namespace Cowfish.Files;
 public sealed partial class FileSystem : IDisposable
 {
     private readonly bool _ownsPool;
-    internal readonly RangeLocks Locks = new();
+    // One table per pool, so that every FileSystem object on a pool excludes the others' writers.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Pool, RangeLocks> PoolLocks = new();
+    internal readonly RangeLocks Locks;
+    internal const string FrozenPrefix = "frozen.";
 
     public FileSystem(Pool pool, bool ownsPool = false)
     {
         Pool = pool;
         _ownsPool = ownsPool;
+        Locks = PoolLocks.GetValue(pool, _ => new RangeLocks());
+        DropLeftoverFrozenTrees();
+    }
+
+    /// <summary>
+    /// A range clone interrupted by a crash leaves its frozen copy of the source behind (after
+    /// another operation made the freeze durable). Nothing else can reach it: let it go.
+    /// </summary>
+    private void DropLeftoverFrozenTrees()
+    {
+        if (Pool.IsFailed) return;
+        using var tx = Pool.BeginWrite();
+        var leftovers = tx.ListNamedTrees().Where(t => t.Name.StartsWith(FrozenPrefix, StringComparison.Ordinal)).ToList();
+        if (leftovers.Count == 0) return;
+        foreach (var (name, id) in leftovers)
+        {
+            tx.RemoveNamedTree(name);
+            if (tx.TreeExists(id)) tx.DropTree(id);
+        }
+        tx.Commit();
     }
 
     public Pool Pool { get; }
@@ -102,7 +125,7 @@ public sealed partial class FileSystem : IDisposable
         while (commits < maxCommits)
         {
             using var tx = Pool.BeginWrite();
-            if (tx.PendingDrops == 0) break;
+            if (!tx.HasPendingDrops) break;
             tx.Commit(waitForDurability: false);
             commits++;
         }

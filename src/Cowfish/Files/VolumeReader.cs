@@ -37,7 +37,8 @@ internal class VolumeReader
 
     public Inode GetInode(ulong ino)
     {
-        if (!TryGetInode(ino, out var inode)) throw new CorruptionException(0, $"inode {ino} of volume '{Record.Name}'", "present", "missing");
+        // Missing means removed by a concurrent operation (check reports entries that point nowhere).
+        if (!TryGetInode(ino, out var inode)) throw new NotFoundException($"inode {ino} of volume '{Record.Name}' no longer exists");
         return inode;
     }
 

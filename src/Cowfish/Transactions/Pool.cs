@@ -244,7 +244,7 @@ public sealed class Pool : IDisposable
 
     public bool IsFailed { get { lock (_stateGate) return _failure is not null; } }
 
-    /// <summary>Facts about the newest durable state.</summary>
+    /// <summary>Facts about the newest committed state.</summary>
     public PoolInfo Info()
     {
         using var rt = BeginRead();

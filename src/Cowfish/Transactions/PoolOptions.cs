@@ -7,7 +7,7 @@ public sealed record PoolOptions
     public int CacheNodes { get; init; } = 16_384;
 
     /// <summary>
-    /// Runs after every commit has become durable, on the committing thread. Tests use it for
+    /// Runs after every commit, on the committing thread (after it is durable, for a commit that waits). Tests use it for
     /// strict mode: a full check after each commit (the checker's <c>Strict</c> options set this).
     /// </summary>
     public Action<Pool>? AfterCommit { get; init; }

@@ -12,16 +12,20 @@ namespace Cowfish.Transactions;
 internal static class SpaceMapStore
 {
     /// <summary>
-    /// Writes every dirty page and returns the space-map tree's new root. Placing a page allocates a
+    /// Writes every dirty page and returns the space-map tree's new root and the pool size those pages
+    /// describe (the superblock must record exactly that size). Placing a page allocates a
     /// block and frees the old one, which can dirty further pages, so placement repeats until every
     /// dirty page has a home; pages are encoded only at the end, when the bitmap no longer changes.
     /// </summary>
-    public static BlockRef Persist(SpaceMap map, TreeWriter spaceTree, NodeStore store, ulong generation)
+    public static (BlockRef Root, ulong TotalBlocks) Persist(SpaceMap map, TreeWriter spaceTree, NodeStore store, ulong generation)
     {
         var placed = new Dictionary<ulong, ulong>();
+        ulong total;
         while (true)
         {
-            var todo = map.DirtyPages.Where(p => !placed.ContainsKey(p)).OrderBy(p => p).ToList();
+            var (dirty, size) = map.DirtySnapshot();
+            total = size;
+            var todo = dirty.Where(p => !placed.ContainsKey(p)).ToList();
             if (todo.Count == 0 && !spaceTree.IsDirty) break;
             foreach (ulong page in todo)
             {
@@ -41,8 +45,8 @@ internal static class SpaceMapStore
             BlockHeader.Seal(block, Magic.Bitmap, addr, generation);
             store.WriteBlock(addr, block);
         }
-        map.ClearDirty();
-        return spaceTree.CommittedRoot;
+        map.ClearDirty(placed.Keys);
+        return (spaceTree.CommittedRoot, total);
     }
 
     /// <summary>Reads every bitmap page of a committed state into <paramref name="map"/>, validating each.</summary>

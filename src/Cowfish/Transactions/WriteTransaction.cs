@@ -4,8 +4,9 @@ using Cowfish.Trees;
 namespace Cowfish.Transactions;
 
 /// <summary>
-/// The pool's one write transaction. Changes are private until <see cref="Commit"/> returns, at
-/// which point they are durable. Disposing without committing aborts.
+/// The pool's one write transaction. Changes are private until <see cref="Commit"/>, which publishes
+/// them to new readers and, unless asked not to wait, returns once they are durable. Disposing
+/// without committing aborts.
 /// </summary>
 public sealed class WriteTransaction : IDisposable
 {
@@ -82,6 +83,15 @@ public sealed class WriteTransaction : IDisposable
         return 0;
     });
 
+    /// <summary>Every named tree.</summary>
+    public IReadOnlyList<(string Name, TreeId Id)> ListNamedTrees() => Guard(() =>
+        (IReadOnlyList<(string, TreeId)>)_catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.NamedPrefix), CatalogKeys.PrefixEnd(CatalogKeys.NamedPrefix))
+            .Select(kv => (System.Text.Encoding.UTF8.GetString(kv.Key, 1, kv.Key.Length - 1), new TreeId(CatalogKeys.ParseU64Value(kv.Value, 0))))
+            .ToList());
+
+    /// <summary>Removes a name (the tree itself stays until dropped).</summary>
+    public bool RemoveNamedTree(string name) => Guard(() => _catalog.Delete(CatalogKeys.Named(name)));
+
     /// <summary>The writer of an open catalog tree, for the layers above (files, streams).</summary>
     internal TreeWriter TreeWriterFor(TreeId id) => Guard(() => Writer(id));
 
@@ -146,6 +156,9 @@ public sealed class WriteTransaction : IDisposable
         return Writer(tree).Scan(from, to, reverse);
     }
 
+    /// <summary>Whether dropped trees still hold blocks that background reclaim has not given back.</summary>
+    public bool HasPendingDrops => Guard(() => _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.DropPrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).Any());
+
     /// <summary>Dropped-tree nodes not yet released.</summary>
     public int PendingDrops => Guard(() => _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.DropPrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).Count());
 
@@ -168,11 +181,11 @@ public sealed class WriteTransaction : IDisposable
             var spaceTree = _base.SpaceMapRoot.IsNone
                 ? TreeWriter.CreateEmpty(_private, TreeKind.SpaceMap)
                 : new TreeWriter(_private, _base.SpaceMapRoot, TreeKind.SpaceMap);
-            var spaceRoot = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
+            var (spaceRoot, totalBlocks) = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
             var sb = _base with
             {
                 Generation = _gen,
-                TotalBlocks = _pool.Space.TotalBlocks,
+                TotalBlocks = totalBlocks,
                 CatalogRoot = catalogRoot,
                 RefCountRoot = refRoot,
                 SpaceMapRoot = spaceRoot,

@@ -22,6 +22,8 @@ internal sealed class NodeStore
     // Serialises eviction sweeps only; lookups and inserts never take it.
     private readonly object _sweepGate = new();
     private long _reads, _hits;
+    // Entries in _cache, kept by hand: ConcurrentDictionary.Count takes every lock of the table.
+    private long _count;
 
     [ThreadStatic] private static byte[]? t_buffer;
 
@@ -96,18 +98,27 @@ internal sealed class NodeStore
     /// <summary>Writes a non-node metadata block and drops any cached node at that address.</summary>
     public void WriteBlock(ulong address, ReadOnlySpan<byte> block)
     {
-        _cache.TryRemove(address, out _);
+        Forget(address);
         DeviceWrite(address, block);
     }
 
-    public void Forget(ulong address) => _cache.TryRemove(address, out _);
+    public void Forget(ulong address)
+    {
+        if (_cache.TryRemove(address, out _)) Interlocked.Decrement(ref _count);
+    }
 
-    public void Clear() => _cache.Clear();
+    public void Clear()
+    {
+        _cache.Clear();
+        Interlocked.Exchange(ref _count, 0);
+    }
 
     private void Insert(ulong address, Node node)
     {
-        _cache[address] = new Entry(node);
-        if (_cache.Count > _capacity) Sweep();
+        var e = new Entry(node);
+        if (_cache.TryAdd(address, e)) Interlocked.Increment(ref _count);
+        else _cache[address] = e;
+        if (Interlocked.Read(ref _count) > _capacity) Sweep();
     }
 
     private void Sweep()
@@ -115,13 +126,16 @@ internal sealed class NodeStore
         if (!Monitor.TryEnter(_sweepGate)) return;
         try
         {
+            // CLOCK: a referenced entry gets a second chance, an unreferenced one goes. Two passes
+            // always reach the target, since the first clears every bit it passes.
             int target = _capacity * 3 / 4;
-            foreach (var kv in _cache)
-            {
-                if (_cache.Count <= target) break;
-                if (kv.Value.Referenced) kv.Value.Referenced = false;
-                else _cache.TryRemove(kv.Key, out _);
-            }
+            for (int pass = 0; pass < 2 && Interlocked.Read(ref _count) > target; pass++)
+                foreach (var kv in _cache)
+                {
+                    if (Interlocked.Read(ref _count) <= target) break;
+                    if (kv.Value.Referenced) kv.Value.Referenced = false;
+                    else Forget(kv.Key);
+                }
         }
         finally { Monitor.Exit(_sweepGate); }
     }
