@@ -23,8 +23,11 @@ public sealed partial class FileSystem : IDisposable
     {
         Pool = pool;
         _ownsPool = ownsPool;
-        Locks = PoolLocks.GetValue(pool, _ => new RangeLocks());
-        DropLeftoverFrozenTrees();
+        // Leftovers are looked for once per pool: a second FileSystem on a pool in use must not
+        // mistake the frozen source of a range clone still running for one a crash left behind.
+        bool first = false;
+        Locks = PoolLocks.GetValue(pool, _ => { first = true; return new RangeLocks(); });
+        if (first) DropLeftoverFrozenTrees();
     }
 
     /// <summary>
