@@ -115,7 +115,7 @@ public sealed partial class FileSystem
         (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable)
     {
         var reserved = new List<(ulong Disk, uint Count)>();
-        bool claimed = false;
+        MapRequest? request = null;
         try
         {
             var fresh = new List<(ulong Block, Extent Extent)>();
@@ -135,22 +135,119 @@ public sealed partial class FileSystem
                     at += (int)n;
                 }
             }
-            using var tx = Pool.BeginWrite();
-            var v = OpenForWrite(tx, rec);
-            if (!v.TryGetInode(ino, out var inode)) throw new NotFoundException($"inode {ino} of volume '{rec.Name}' was removed");
-            foreach (var (disk, n) in reserved) Pool.Space.Claim(disk, n);
-            claimed = true;
-            v.ChangeData(ino, inode, tree =>
-            {
-                if (unmap is { } u) ExtentMap.Replace(tree, v.Space, u.From, u.To, []);
-                foreach (var (b, e) in fresh) ExtentMap.Replace(tree, v.Space, b, b + e.Count, [(b, e)]);
-            }, size(inode));
-            tx.Commit(durable);
+            request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable);
+            Map(request);
         }
         catch
         {
-            if (!claimed) foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
+            if (request is not { Claimed: true }) foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
             throw;
+        }
+    }
+
+    /// <summary>A mapping waiting for its transaction.</summary>
+    private sealed class MapRequest(VolumeRecord rec, ulong ino, List<(ulong Block, Extent Extent)> fresh, (ulong From, ulong To)? unmap,
+        Func<Inode, ulong> size, List<(ulong Disk, uint Count)> reserved, bool durable)
+    {
+        public readonly VolumeRecord Rec = rec;
+        public readonly ulong Ino = ino;
+        public readonly List<(ulong Block, Extent Extent)> Fresh = fresh;
+        public readonly (ulong From, ulong To)? Unmap = unmap;
+        public readonly Func<Inode, ulong> Size = size;
+        public readonly List<(ulong Disk, uint Count)> Reserved = reserved;
+        public readonly bool Durable = durable;
+        /// <summary>The reservations became allocations of a transaction: a commit keeps them, an abort frees them.</summary>
+        public bool Claimed;
+        public bool Done;
+        public Exception? Error;
+    }
+
+    // Guards _mapQueue and _mapping; callers waiting for their mapping wait on it.
+    private readonly object _mapGate = new();
+    private readonly List<MapRequest> _mapQueue = new();
+    private bool _mapping;
+
+    /// <summary>
+    /// Maps a request, batched with whatever other writers queued meanwhile: one caller at a time
+    /// leads, taking every queued request into one transaction, so concurrent writes share a
+    /// commit (group mapping, the way group commit shares a flush). Returns when the request's
+    /// transaction has committed.
+    /// </summary>
+    private void Map(MapRequest request)
+    {
+        List<MapRequest> batch;
+        lock (_mapGate)
+        {
+            _mapQueue.Add(request);
+            while (!request.Done && _mapping) Monitor.Wait(_mapGate);
+            if (request.Done)
+            {
+                if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
+                return;
+            }
+            _mapping = true;
+            batch = new List<MapRequest>(_mapQueue);
+            _mapQueue.Clear();
+        }
+        try { ApplyBatch(batch); }
+        finally
+        {
+            lock (_mapGate)
+            {
+                _mapping = false;
+                foreach (var r in batch) r.Done = true;
+                Monitor.PulseAll(_mapGate);
+            }
+        }
+        if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
+    }
+
+    private void ApplyBatch(List<MapRequest> batch)
+    {
+        try
+        {
+            using var tx = Pool.BeginWrite();
+            // Requests for one file are applied together: its extent tree is opened and written once.
+            foreach (var group in batch.GroupBy(r => (r.Rec.Tree, r.Ino)))
+            {
+                var first = group.First();
+                // A request whose volume or file went away fails alone, before it changes anything.
+                VolumeWriter v;
+                Inode inode;
+                try
+                {
+                    v = OpenForWrite(tx, first.Rec);
+                    if (!v.TryGetInode(first.Ino, out inode)) throw new NotFoundException($"inode {first.Ino} of volume '{first.Rec.Name}' was removed");
+                }
+                catch (Exception e) when (e is NotFoundException or ReadOnlyVolumeException)
+                {
+                    foreach (var r in group) r.Error = e;
+                    continue;
+                }
+                foreach (var r in group)
+                {
+                    foreach (var (disk, n) in r.Reserved) Pool.Space.Claim(disk, n);
+                    r.Claimed = true;
+                }
+                v.ChangeData(first.Ino, inode, tree =>
+                {
+                    // In queue order, as if one after the other; each size rule sees the size before it.
+                    ulong size = inode.Size;
+                    foreach (var r in group)
+                    {
+                        if (r.Unmap is { } u) ExtentMap.Replace(tree, v.Space, u.From, u.To, []);
+                        foreach (var (b, e) in r.Fresh) ExtentMap.Replace(tree, v.Space, b, b + e.Count, [(b, e)]);
+                        size = r.Size(inode with { Size = size });
+                    }
+                    return size;
+                });
+            }
+            tx.Commit(batch.Any(r => r.Durable));
+        }
+        catch (Exception e)
+        {
+            // The whole transaction is gone; its abort freed every claimed reservation.
+            foreach (var r in batch) r.Error ??= e;
         }
     }
 
