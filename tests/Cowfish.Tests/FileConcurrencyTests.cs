@@ -165,3 +165,54 @@ public sealed class FileConcurrencyTests(ITestOutputHelper output)
         TreeModel.AssertClean(fs.Pool, "after the concurrent run");
     }
 }
+
+public sealed class GroupMappingTests
+{
+    /// <summary>A device whose writes take a while, so that writers queue behind a mapping transaction.</summary>
+    private sealed class SlowWriteDevice : IBlockDevice
+    {
+        private readonly MemoryDevice _inner = new();
+        public long Length => _inner.Length;
+        public void Read(long offset, Span<byte> buffer) => _inner.Read(offset, buffer);
+        public void Write(long offset, ReadOnlySpan<byte> buffer) { Thread.Sleep(1); _inner.Write(offset, buffer); }
+        public void Flush() { }
+        public void SetLength(long length) => _inner.SetLength(length);
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void ConcurrentWritesShareMappingTransactionsAndAllLand()
+    {
+        using var fs = new FileSystem(Pool.Create(new SlowWriteDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/a");
+        fs.CreateFile("v/b");
+        const int threads = 8, each = 25;
+        ulong before = fs.Pool.CommittedGeneration.Value;
+        var workers = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+        {
+            var block = new byte[4096];
+            for (int i = 0; i < each; i++)
+            {
+                BinaryPrimitives.WriteInt32LittleEndian(block, t);
+                BinaryPrimitives.WriteInt32LittleEndian(block.AsSpan(4), i);
+                fs.Write(t % 2 == 0 ? "v/a" : "v/b", ((long)t * each + i) * 4096, block);
+            }
+        })).ToList();
+        workers.ForEach(w => w.Start());
+        workers.ForEach(w => w.Join());
+        ulong commits = fs.Pool.CommittedGeneration.Value - before;
+        Assert.True(commits < threads * each * 3 / 4, $"{commits} commits for {threads * each} writes: no batching");
+        var a = fs.ReadAll("v/a");
+        var b = fs.ReadAll("v/b");
+        for (int t = 0; t < threads; t++)
+            for (int i = 0; i < each; i++)
+            {
+                var file = t % 2 == 0 ? a : b;
+                long at = ((long)t * each + i) * 4096;
+                Assert.Equal(t, BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan((int)at)));
+                Assert.Equal(i, BinaryPrimitives.ReadInt32LittleEndian(file.AsSpan((int)at + 4)));
+            }
+        TreeModel.AssertClean(fs.Pool, "after batched writes");
+    }
+}
