@@ -7,12 +7,15 @@ using Cowfish.Bench;
 // same machine, and as a ratio to it. See docs/benchmarks.md.
 
 const string Usage = """
-    usage: Cowfish.Bench <all|tree|commit|clone> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
+    usage: Cowfish.Bench <all|tree|commit|clone|files> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
 
-      all      every benchmark below, in this order
+      all      tree, commit and clone, in this order (not files: it needs root)
       tree     insert / point lookup / forward scan vs SortedDictionary; insert disk traffic vs raw write bandwidth
       commit   small-commit latency, 1 thread and 8 threads (group commit), vs raw pwrite 4 KiB + fdatasync
       clone    CloneTree cost at 10^3 .. 10^E keys vs the cost at 10^3; full copy for contrast
+      files    the files layer vs XFS (reflink) and btrfs on loop devices and fio: clone at 10^3 .. 10^6
+               extents, snapshot, latency during a clone, sequential and CoW I/O (needs root; ~11 min,
+               --quick up to 10^4 extents)
 
       --quick            smaller sizes (under a minute)
       --dir DIR          where pool and scratch files go (default: bench/results/tmp-<pid> in the repository,
@@ -42,11 +45,17 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 command ??= "all";
-string[] known = ["all", "tree", "commit", "clone"];
+string[] known = ["all", "tree", "commit", "clone", "files"];
 if (!known.Contains(command))
 {
     Console.Error.WriteLine($"unknown benchmark '{command}'\n\n{Usage}");
     return 2;
+}
+
+if (command == "files" && LoopFs.Preflight() is { } unavailable)
+{
+    Console.Error.WriteLine($"files: cannot run here: {unavailable}");
+    return 3;
 }
 
 string? repo = FindRepo();
@@ -80,9 +89,9 @@ int status = 0;
 try
 {
     foreach (var (name, run) in new (string, Func<BenchContext, string>)[]
-             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run) })
+             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run), ("files", FileBench.Run) })
     {
-        if (command != "all" && command != name) continue;
+        if (command != name && (command != "all" || name == "files")) continue;
         var sw = Stopwatch.StartNew();
         string section = run(ctx);
         section += $"\n_{name}: {Fmt.Time(sw.Elapsed.TotalSeconds)}_\n\n";
