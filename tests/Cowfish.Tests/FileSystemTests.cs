@@ -283,3 +283,22 @@ public sealed class FrozenTreeTests
         }
     }
 }
+
+public sealed class PendingFreeTests
+{
+    [Fact]
+    public void AWriterThatNeverFlushesDoesNotGrowThePoolWithoutBound()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/f");
+        var block = new byte[64 * 1024];
+        // Overwrite the same 4 MiB again and again without a flush: 256 MiB (65,536 blocks) of writes.
+        for (int round = 0; round < 64; round++)
+            for (int i = 0; i < 64; i++) fs.Write("v/f", i * block.Length, block);
+        ulong total = fs.Pool.Space.TotalBlocks;
+        // Unbounded, the pool would hold every version written (65,536 blocks and more).
+        Assert.True(total < 40_000, $"the pool grew to {total} blocks for 1,024 blocks of live data");
+        TreeModel.AssertClean(fs.Pool, "after unflushed overwrites");
+    }
+}

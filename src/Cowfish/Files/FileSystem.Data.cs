@@ -137,12 +137,24 @@ public sealed partial class FileSystem
             }
             request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable);
             Map(request);
+            BoundPendingFrees();
         }
         catch
         {
             if (request is not { Claimed: true }) foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Blocks freed by commits that did not wait become reusable only once a commit is durable. A
+    /// writer that never flushes would make the pool grow without bound, so once the freed blocks
+    /// waiting for durability pass an eighth of the pool (and 64 MiB), a write makes them durable.
+    /// </summary>
+    private void BoundPendingFrees()
+    {
+        ulong pending = Pool.Space.PendingBlocks;
+        if (pending > 16_384 && pending > Pool.Space.TotalBlocks / 8) Pool.Flush();
     }
 
     /// <summary>A mapping waiting for its transaction.</summary>
