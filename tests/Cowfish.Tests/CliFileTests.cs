@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Cowfish.Cli;
+using Cowfish.Tests.Support;
 using Xunit;
 
 namespace Cowfish.Tests;
@@ -20,13 +21,7 @@ public sealed class CliFileTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Cli.Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliHarness.Run(args);
 
     /// <summary>Runs with a stdin stream and a binary stdout, as Program.cs does.</summary>
     private static (int Code, byte[] Out, string Err) RunBinary(byte[]? stdin, params string[] args)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Cowfish.Cli;
+using Cowfish.Tests.Support;
 using Xunit;
 
 namespace Cowfish.Tests;
@@ -12,13 +13,7 @@ public sealed class CliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = Cli.Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliHarness.Run(args);
 
     [Fact]
     public void MkfsInfoAndCheckWork()
