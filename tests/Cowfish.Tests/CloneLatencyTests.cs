@@ -72,12 +72,14 @@ public sealed class CloneLatencyTests(ITestOutputHelper output)
         var writer = Loop(true, writeLat);
         await Task.Delay(50);
         var sw = Stopwatch.StartNew();
+        int gen2 = GC.CollectionCount(2);
         await Task.Run(() => fs.CloneRange("v/src", 0, 0, "v/dst", 0));
+        gen2 = GC.CollectionCount(2) - gen2;
         double cloneMs = sw.Elapsed.TotalMilliseconds;
         done.Cancel();
         await Task.WhenAll(reader, writer);
 
-        output.WriteLine($"range clone of {Extents} extents: {cloneMs:F0} ms; reads: {readLat.Count}, worst {readLat.Max():F1} ms; writes: {writeLat.Count}, worst {writeLat.Max():F1} ms");
+        output.WriteLine($"range clone of {Extents} extents: {cloneMs:F0} ms, {gen2} gen2 collections; reads: {readLat.Count}, worst {readLat.Max():F1} ms; writes: {writeLat.Count}, worst {writeLat.Max():F1} ms");
         Assert.True(readLat.Count > 10 && writeLat.Count > 10, "the source was hardly used during the clone");
         Assert.True(readLat.Max() < cloneMs / 2, $"a read waited {readLat.Max():F1} ms of a {cloneMs:F0} ms clone");
         Assert.True(writeLat.Max() < cloneMs / 2, $"a write waited {writeLat.Max():F1} ms of a {cloneMs:F0} ms clone");

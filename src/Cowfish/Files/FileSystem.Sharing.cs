@@ -130,7 +130,7 @@ public sealed partial class FileSystem
                     // Copy records in small batches until the slice's time or record budget is spent;
                     // the gaps between records become holes in the target.
                     var clock = System.Diagnostics.Stopwatch.StartNew();
-                    var frozenTree = empty ? null : tx.TreeWriterFor(frozen);
+                    var frozenTree = empty ? null : tx.ReaderFor(frozen, bypassCache: true);
                     int taken = 0;
                     while (sliceEnd < sb + blocks)
                     {

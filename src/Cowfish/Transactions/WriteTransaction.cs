@@ -95,6 +95,14 @@ public sealed class WriteTransaction : IDisposable
     /// <summary>The writer of an open catalog tree, for the layers above (files, streams).</summary>
     internal TreeWriter TreeWriterFor(TreeId id) => Guard(() => Writer(id));
 
+    /// <summary>A reader of a catalog tree this transaction does not change, optionally bypassing the node cache.</summary>
+    internal TreeReader ReaderFor(TreeId id, bool bypassCache) => Guard(() =>
+    {
+        if (_open.ContainsKey(id.Value)) throw new InvalidOperationException($"tree {id} is open for writing in this transaction");
+        if (!Catalog.TryGetRoot(_catalog, id, out var root, out var kind)) throw new NotFoundException($"tree {id} does not exist");
+        return new TreeReader(_pool.Store, root, kind) { BypassCache = bypassCache };
+    });
+
     /// <summary>The reference-counted space that trees held inside values (file extent maps) are changed in.</summary>
     internal ITreeSpace SharedSpace => _shared;
 

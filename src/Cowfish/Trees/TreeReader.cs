@@ -18,6 +18,15 @@ internal class TreeReader
 
     public TreeKind Kind { get; }
 
+    /// <summary>
+    /// Read nodes without adding them to the cache. For one pass over a large tree (a range clone
+    /// sweeping its frozen source): caching would push out the working set, and the decoded nodes
+    /// would live long enough to be promoted and then become old garbage for the collector.
+    /// </summary>
+    public bool BypassCache { get; init; }
+
+    private Node Load(ulong address) => BypassCache ? Store.ReadUncached(address) : Store.Read(address);
+
     /// <summary>Bumped by every change, so that a cursor can tell that the tree moved under it.</summary>
     public int Version { get; protected set; }
 
@@ -25,7 +34,7 @@ internal class TreeReader
     internal Node Root()
     {
         if (DirtyRoot is { } d) return d;
-        var n = Store.Read(RootRef.Address);
+        var n = Load(RootRef.Address);
         if (n.Kind != Kind) throw new CorruptionException(RootRef.Address, "tree root kind", Kind.ToString(), n.Kind.ToString());
         if (n.Generation != RootRef.Generation) throw new CorruptionException(RootRef.Address, "tree root generation", RootRef.Generation.ToString(), n.Generation.ToString());
         return n;
@@ -37,7 +46,7 @@ internal class TreeReader
         if (parent.ChildNodes is { } cn && cn[i] is { } dirty) return dirty;
         var r = parent.Children![i];
         ulong addr = r.Address;
-        var n = Store.Read(addr);
+        var n = Load(addr);
         if (n.Generation != r.Generation) throw new CorruptionException(addr, "tree node generation", r.Generation.ToString(), n.Generation.ToString());
         if (n.Kind != parent.Kind) throw new CorruptionException(addr, "tree node kind", parent.Kind.ToString(), n.Kind.ToString());
         if (n.Level != parent.Level - 1) throw new CorruptionException(addr, "tree node level", (parent.Level - 1).ToString(), n.Level.ToString());
