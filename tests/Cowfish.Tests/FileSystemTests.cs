@@ -302,3 +302,31 @@ public sealed class PendingFreeTests
         TreeModel.AssertClean(fs.Pool, "after unflushed overwrites");
     }
 }
+
+public sealed class FileHandleTests
+{
+    [Fact]
+    public void AHandleReadsAndWritesWithoutThePathAndFailsCleanlyOnceTheFileIsGone()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/img");
+        var h = fs.OpenFile("v/img");
+        h.Write(10_000, new byte[] { 1, 2, 3 });
+        Assert.Equal(10_003, h.Size);
+        var buf = new byte[5];
+        Assert.Equal(4, h.Read(9_999, buf)); // short at the end of the file
+        Assert.Equal(new byte[] { 0, 1, 2, 3 }, buf.AsSpan(0, 4).ToArray());
+        Assert.Single(h.DataRanges());
+        fs.Snapshot("v", "s", readOnly: true);
+        var ro = fs.OpenFile("s/img");
+        Assert.True(ro.ReadOnly);
+        Assert.Throws<ReadOnlyVolumeException>(() => ro.Write(0, new byte[1]));
+        fs.Remove("v/img");
+        Assert.Throws<NotFoundException>(() => h.Write(0, new byte[1]));
+        Assert.Throws<NotFoundException>(() => h.Read(0, buf));
+        Assert.Equal(3, ro.Read(10_000, buf.AsSpan(0, 3)));
+        fs.Reclaim();
+        TreeModel.AssertClean(fs.Pool, "handles");
+    }
+}

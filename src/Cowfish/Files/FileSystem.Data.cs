@@ -38,6 +38,23 @@ public sealed partial class FileSystem
         return v.ReadData(v.GetInode(ino), ino, offset, buffer);
     }
 
+    /// <summary>Opens a regular file for repeated reads and writes without resolving its path each time.</summary>
+    public FileHandle OpenFile(string path)
+    {
+        var p = PoolPath.Parse(path);
+        var (rec, ino) = ResolveFile(p, forWriting: false);
+        return new FileHandle(this, rec, ino, p.ToString());
+    }
+
+    internal Inode ReadInode(VolumeRecord rec, ulong ino) => ReadVolumeByRecord(rec, v => v.GetInode(ino));
+
+    internal int ReadData(VolumeRecord rec, ulong ino, long offset, Span<byte> buffer)
+    {
+        using var rt = Pool.BeginRead();
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        return v.ReadData(v.GetInode(ino), ino, offset, buffer);
+    }
+
     /// <summary>The whole content of a file.</summary>
     public byte[] ReadAll(string path)
     {
