@@ -206,6 +206,15 @@ internal static class Cli
         byte[] Utf8(string s) => Encoding.UTF8.GetBytes(s);
 
         using var pool = Pool.Open(path);
+        // The low-level verbs change plain trees only: a volume's or a file's tree has records
+        // that only the file-system layer keeps consistent.
+        if (verb is "put" or "del" or "drop" or "clone" && rest.Length > 0)
+        {
+            using var rt = pool.BeginRead();
+            var kind = rt.Tree(TreeArg(0)).Kind;
+            if (kind != Cowfish.Trees.TreeKind.Plain)
+                throw new InvalidRequestException($"tree {rest[0]} holds {kind} data; use the volume and file commands to change it");
+        }
         switch (verb)
         {
             case "create":

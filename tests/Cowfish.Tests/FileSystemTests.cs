@@ -3,6 +3,7 @@ using Cowfish.Devices;
 using Cowfish.Files;
 using Cowfish.Tests.Support;
 using Cowfish.Transactions;
+using Cowfish.Trees;
 using Xunit;
 
 namespace Cowfish.Tests;
@@ -328,5 +329,69 @@ public sealed class FileHandleTests
         Assert.Equal(3, ro.Read(10_000, buf.AsSpan(0, 3)));
         fs.Reclaim();
         TreeModel.AssertClean(fs.Pool, "handles");
+    }
+}
+
+public sealed class VolumeCheckTests
+{
+    private static List<string> Faults(FileSystem fs) => PoolChecker.Check(fs.Pool).Faults.Select(f => f.Message).ToList();
+
+    private static void Damage(FileSystem fs, Action<TreeWriter> change)
+    {
+        using var tx = fs.Pool.BeginWrite();
+        var rec = FileSystem.GetVolume(tx, FileSystem.VolumeDirectory(tx), "v");
+        change(tx.TreeWriterFor(rec.Tree));
+        tx.Commit();
+    }
+
+    [Fact]
+    public void CheckFindsABrokenNamespace()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateDirectory("v/d");
+        fs.CreateFile("v/d/f");
+        fs.Write("v/d/f", 0, new byte[10_000]);
+        Assert.Empty(Faults(fs));
+        ulong f = fs.Stat("v/d/f").Inode, d = fs.Stat("v/d").Inode;
+
+        // A wrong link count.
+        Damage(fs, w => w.Put(FileKeys.InodeKey(f), (Inode.Decode(w.TryGet(FileKeys.InodeKey(f), out var v) ? v : [], 0, f) with { Nlink = 3 }).Encode(), releaseReplaced: false));
+        Assert.Contains(Faults(fs), m => m.Contains($"inode {f} records 3 links, found 1"));
+        Damage(fs, w => w.Put(FileKeys.InodeKey(f), (Inode.Decode(w.TryGet(FileKeys.InodeKey(f), out var v) ? v : [], 0, f) with { Nlink = 1 }).Encode(), releaseReplaced: false));
+        Assert.Empty(Faults(fs));
+
+        // An entry without its back-reference, and a back-reference without its entry.
+        Damage(fs, w => w.Delete(FileKeys.InodeRefKey(f, d, FileKeys.Name("f"))));
+        Assert.Contains(Faults(fs), m => m.Contains("has no back-reference"));
+        Damage(fs, w =>
+        {
+            w.Put(FileKeys.InodeRefKey(f, d, FileKeys.Name("f")), []);
+            w.Put(FileKeys.InodeRefKey(f, d, FileKeys.Name("ghost")), []);
+        });
+        Assert.Contains(Faults(fs), m => m.Contains("with no entry there"));
+        Damage(fs, w => w.Delete(FileKeys.InodeRefKey(f, d, FileKeys.Name("ghost"))));
+
+        // An entry that points nowhere.
+        Damage(fs, w => w.Put(FileKeys.DirEntryKey(d, FileKeys.Name("lost")), [99, 0, 0, 0, 0, 0, 0, 0, 1]));
+        Assert.Contains(Faults(fs), m => m.Contains("points to missing inode 99"));
+        Damage(fs, w => w.Delete(FileKeys.DirEntryKey(d, FileKeys.Name("lost"))));
+
+        // A size that ends before the extents do.
+        Damage(fs, w => w.Put(FileKeys.InodeKey(f), (Inode.Decode(w.TryGet(FileKeys.InodeKey(f), out var v) ? v : [], 0, f) with { Size = 100 }).Encode(), releaseReplaced: false));
+        Assert.Contains(Faults(fs), m => m.Contains("past the size"));
+    }
+
+    [Fact]
+    public void CheckFindsAVolumeWhoseTreeWasDroppedUnderneathIt()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice()), ownsPool: true);
+        fs.CreateVolume("v");
+        using (var tx = fs.Pool.BeginWrite())
+        {
+            tx.DropTree(FileSystem.GetVolume(tx, FileSystem.VolumeDirectory(tx), "v").Tree);
+            tx.Commit();
+        }
+        Assert.Contains(Faults(fs), m => m.Contains("which does not exist"));
     }
 }

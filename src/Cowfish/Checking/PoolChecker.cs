@@ -103,6 +103,12 @@ public static class PoolChecker
             foreach (var r in dropRefs) Walk(r, null, null);
 
             CompareCounts(stored);
+            if (_report.Faults.Count == 0)
+            {
+                // The namespace on top: only once the blocks hold together, so that it reads sound trees.
+                try { Cowfish.Files.VolumeChecker.Check(_rt, _store, Fault); }
+                catch (CorruptionException e) { Fault("volume", e.Address, e.Message); }
+            }
             if (allocated is not null) CompareSpace(allocated);
             return _report;
         }

@@ -153,7 +153,10 @@ public sealed partial class FileSystem
                         sliceEnd = batchEnd;
                         if (taken >= CloneSliceRecords || clock.Elapsed >= CloneSliceTime) break;
                     }
-                    return sliceEnd >= sb + blocks ? Math.Max(inode.Size, (ulong)dstOffset + len) : inode.Size;
+                    // The target grows with each slice to cover what it holds, so no committed state
+                    // has records past its size; the last slice reaches dstOffset + length.
+                    ulong covered = Math.Min((ulong)dstOffset + len, (db + (sliceEnd - sb)) * BlockSize);
+                    return Math.Max(inode.Size, covered);
                 });
                 tx.Commit(waitForDurability: false);
                 next = sliceEnd;
