@@ -1,13 +1,5 @@
 namespace Cowfish;
 
-/// <summary>Index of a 4 KiB block in the pool.</summary>
-public readonly record struct BlockAddress(ulong Value)
-{
-    public static readonly BlockAddress None = new(0);
-    public bool IsNone => Value == 0;
-    public override string ToString() => Value.ToString();
-}
-
 /// <summary>Commit generation; each commit gets the next one.</summary>
 public readonly record struct Generation(ulong Value) : IComparable<Generation>
 {

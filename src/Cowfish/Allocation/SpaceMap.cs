@@ -24,7 +24,6 @@ namespace Cowfish.Allocation;
 internal sealed class SpaceMap
 {
     private readonly object _gate = new();
-    private ulong _reservedBlocks;
     private ulong[] _allocated;
     private ulong[] _busy;
     // One bit per word of _busy: set when all 64 blocks of that word are busy, so that a search
@@ -55,9 +54,6 @@ internal sealed class SpaceMap
     public ulong TotalBlocks { get { lock (_gate) return _total; } }
     public ulong PageCount { get { lock (_gate) return (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage; } }
     public ulong PendingBlocks { get { lock (_gate) return _pendingBlocks; } }
-    public ulong ReservedBlocks { get { lock (_gate) return _reservedBlocks; } }
-    /// <summary>A snapshot of the pages changed since the last commit.</summary>
-    public IReadOnlyCollection<ulong> DirtyPages { get { lock (_gate) return _dirtyPages.ToArray(); } }
 
     /// <summary>Raised when the map grows the pool; the engine resizes the device at commit.</summary>
     public ulong GrowthIncrement { get; set; } = 1024;
@@ -221,7 +217,6 @@ internal sealed class SpaceMap
             // Allocate marked it allocated and logged it in the open transaction: undo both.
             _txnAllocated.Remove(start);
             for (ulong b = start; b < start + blocks; b++) Clear(_allocated, b);
-            _reservedBlocks += blocks;
             return start;
         }
     }
@@ -238,7 +233,6 @@ internal sealed class SpaceMap
             }
             MarkDirty(address, blocks);
             _txnAllocated[address] = blocks;
-            _reservedBlocks -= blocks;
         }
     }
 
@@ -252,7 +246,6 @@ internal sealed class SpaceMap
                 if (!Get(_busy, b) || Get(_allocated, b)) throw new InvalidOperationException($"block {b} is not reserved");
                 ClearBusy(b);
             }
-            _reservedBlocks -= blocks;
             if (address < _cursor) _cursor = address;
         }
     }

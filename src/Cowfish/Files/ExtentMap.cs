@@ -75,7 +75,4 @@ internal static class ExtentMap
             tree.Put(FileKeys.ExtentKey(b), e.Encode());
         }
     }
-
-    /// <summary>Drops every record at or past file block <paramref name="from"/> (truncate).</summary>
-    public static void RemoveFrom(TreeWriter tree, ITreeSpace space, ulong from) => Replace(tree, space, from, ulong.MaxValue, []);
 }

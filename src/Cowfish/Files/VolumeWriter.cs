@@ -181,10 +181,6 @@ internal sealed class VolumeWriter : VolumeReader
     /// </summary>
     public static Inode SaveExtents(TreeWriter tree, Inode inode) => inode with { Extents = tree.Spill() };
 
-    /// <summary>Maps file blocks [from, to) to the fresh records and updates size and times.</summary>
-    public void MapData(ulong ino, Inode inode, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh, ulong newSize) =>
-        ChangeData(ino, inode, tree => ExtentMap.Replace(tree, Space, from, to, fresh), newSize);
-
     /// <summary>Applies <paramref name="edit"/> to the file's extent tree, then stores the new root, size and times.</summary>
     public void ChangeData(ulong ino, Inode inode, Action<TreeWriter> edit, ulong newSize) =>
         ChangeData(ino, inode, tree => { edit(tree); return newSize; });

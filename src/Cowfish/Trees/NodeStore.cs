@@ -21,7 +21,7 @@ internal sealed class NodeStore
     private readonly int _capacity;
     // Serialises eviction sweeps only; lookups and inserts never take it.
     private readonly object _sweepGate = new();
-    private long _reads, _hits;
+    private long _reads;
     // Entries in _cache, kept by hand: ConcurrentDictionary.Count takes every lock of the table.
     private long _count;
 
@@ -48,7 +48,6 @@ internal sealed class NodeStore
         }
     }
     public long Reads => Interlocked.Read(ref _reads);
-    public long Hits => Interlocked.Read(ref _hits);
 
     private static byte[] Buffer => t_buffer ??= GC.AllocateUninitializedArray<byte>(Layout.BlockSize, pinned: true);
 
@@ -58,7 +57,6 @@ internal sealed class NodeStore
         Interlocked.Increment(ref _reads);
         if (_cache.TryGetValue(address, out var e))
         {
-            Interlocked.Increment(ref _hits);
             e.Referenced = true;
             return e.Node;
         }
