@@ -13,16 +13,17 @@ internal static class Cli
     /// <summary>Every verb, in the order the main help lists them. The file-system verbs live in their own files.</summary>
     private static readonly Command[] Commands =
     [
-        new("mkfs", "mkfs POOL", "Create an empty pool file (it grows as it fills).", (a, io) => Mkfs(a, io.Out)),
-        new("info", "info POOL [--json]", "Show format version, generation, size, and used and free blocks.", (a, io) => Info(a, io.Out), Flags: ["--json"]),
-        new("check", "check POOL [--json]", "Verify every checksum, key order, reference count and block; exit 1 if any fault is found.", (a, io) => Check(a, io.Out), Flags: ["--json"]),
-        new("tree", "tree create|list|put|get|del|scan|clone|drop POOL ...", "Low-level access to the pool's B+trees (for tests and debugging).", (a, io) => TreeCommand(a, io.Out),
-            Flags: ["--json"], Details: TreeHelp),
+        new("mkfs", "mkfs POOL", "Create an empty pool file (it grows as it fills).", (a, io) => Mkfs(a, io.Out), PoolArgument: -1),
+        new("info", "info POOL [--json]", "Show format version, generation, size, and used and free blocks.", Info, Flags: ["--json"]),
+        new("check", "check POOL [--json]", "Verify every checksum, key order, reference count and block; exit 1 if any fault is found.", Check, Flags: ["--json"]),
+        new("tree", "tree create|list|put|get|del|scan|clone|drop POOL ...", "Low-level access to the pool's B+trees (for tests and debugging).", TreeCommand,
+            Flags: ["--json"], Details: TreeHelp, PoolArgument: 1),
         .. VolumeCommands.All,
         .. FileCommands.All,
         .. DataCommands.All,
         .. SharingCommands.All,
         .. TransferCommands.All,
+        ServeCommand.Command,
     ];
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr) => Run(argv, new Io(stdout, stderr));
@@ -56,6 +57,10 @@ internal static class Cli
         try
         {
             var args = new Args(rest, new HashSet<string>(cmd.Flags ?? []), new HashSet<string>(cmd.Options ?? []));
+            // While `cowfish serve` holds the pool, the verb runs there, on the pool it has open.
+            if (io.Pools.CanForward && cmd.PoolArgument >= 0 && cmd.PoolArgument < args.Positional.Count
+                && ControlClient.TryForward(args.Positional[cmd.PoolArgument], argv, io, out int forwarded))
+                return forwarded;
             return cmd.Run(args, io);
         }
         catch (UsageException e)
@@ -128,10 +133,12 @@ internal static class Cli
         return ExitCodes.Ok;
     }
 
-    private static int Info(Args a, TextWriter o)
+    private static int Info(Args a, Io io)
     {
+        var o = io.Out;
         a.Expect(1, "POOL");
-        using var pool = Pool.Open(a.Positional[0]);
+        using var lease = io.Pools.OpenPool(a.Positional[0]);
+        var pool = lease.Pool;
         var i = pool.Info();
         if (a.Has("--json"))
         {
@@ -163,10 +170,12 @@ internal static class Cli
         return ExitCodes.Ok;
     }
 
-    private static int Check(Args a, TextWriter o)
+    private static int Check(Args a, Io io)
     {
+        var o = io.Out;
         a.Expect(1, "POOL");
-        using var pool = Pool.Open(a.Positional[0]);
+        using var lease = io.Pools.OpenPool(a.Positional[0]);
+        var pool = lease.Pool;
         var r = PoolChecker.Check(pool);
         if (a.Has("--json"))
         {
@@ -195,8 +204,9 @@ internal static class Cli
         return r.IsClean ? ExitCodes.Ok : ExitCodes.Faults;
     }
 
-    private static int TreeCommand(Args a, TextWriter o)
+    private static int TreeCommand(Args a, Io io)
     {
+        var o = io.Out;
         if (a.Positional.Count < 2) throw new UsageException("expected a tree verb and POOL");
         string verb = a.Positional[0];
         string path = a.Positional[1];
@@ -205,7 +215,8 @@ internal static class Cli
         void Need(int n, string names) { if (rest.Length != n) throw new UsageException($"tree {verb} takes POOL {names}"); }
         byte[] Utf8(string s) => Encoding.UTF8.GetBytes(s);
 
-        using var pool = Pool.Open(path);
+        using var lease = io.Pools.OpenPool(path);
+        var pool = lease.Pool;
         // The low-level verbs change plain trees only: a volume's or a file's tree has records
         // that only the file-system layer keeps consistent.
         if (verb is "put" or "del" or "drop" or "clone" && rest.Length > 0)

@@ -22,7 +22,7 @@ internal static class DataCommands
         string path = a.Positional[1];
         long offset = a.Size(2, "OFFSET");
         var stdin = io.In ?? throw new UsageException("there is no standard input to read");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         PoolPaths.EnsureFile(fs, path);
         var buf = new byte[Chunk];
         long done = 0;
@@ -42,7 +42,7 @@ internal static class DataCommands
     {
         a.Expect(2, "POOL VOLUME/PATH");
         string path = a.Positional[1];
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         var st = fs.Stat(path);
         if (st.Type != FileType.File) throw new InvalidRequestException($"{path}: not a regular file");
         var buf = new byte[Chunk];
@@ -70,7 +70,7 @@ internal static class DataCommands
         a.Expect(3, "POOL VOLUME/PATH SIZE");
         string path = a.Positional[1];
         long size = a.Size(2, "SIZE");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         PoolPaths.EnsureFile(fs, path);
         fs.Truncate(path, size);
         fs.Reclaim();
@@ -82,7 +82,7 @@ internal static class DataCommands
         a.Expect(4, "POOL VOLUME/PATH OFFSET LENGTH");
         string path = a.Positional[1];
         long offset = a.Size(2, "OFFSET"), length = a.Size(3, "LENGTH");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         fs.PunchHole(path, offset, length);
         fs.Flush();
         fs.Reclaim();

@@ -21,7 +21,7 @@ internal static class FileCommands
     {
         a.Expect(2, "POOL VOLUME[/PATH]");
         string path = a.Positional[1];
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         var st = fs.Stat(path);
         var rows = new List<(string Name, FileStat Stat, string? Target)>();
         if (st.Type == FileType.Directory)
@@ -65,7 +65,7 @@ internal static class FileCommands
     {
         a.Expect(2, "POOL VOLUME/PATH");
         string path = a.Positional[1];
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         var s = fs.Stat(path);
         long? data = s.Type == FileType.File ? fs.DataRanges(path).Sum(r => r.Length) : null;
         string? target = s.Type == FileType.Symlink ? fs.ReadSymlink(path) : null;
@@ -112,7 +112,7 @@ internal static class FileCommands
     {
         a.Expect(2, "POOL VOLUME/PATH");
         string path = a.Positional[1];
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         if (!a.Has("-p", "--parents"))
         {
             fs.CreateDirectory(path);
@@ -135,7 +135,7 @@ internal static class FileCommands
         a.Expect(2, "POOL VOLUME/PATH");
         string path = a.Positional[1];
         if (PoolPaths.IsVolumeRoot(path)) throw new UsageException($"{path} is a volume; use cowfish volume delete");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         var st = fs.Stat(path);
         if (st.Type == FileType.Directory && fs.ListDirectory(path).Count > 0)
         {
@@ -172,7 +172,7 @@ internal static class FileCommands
         string src = a.Positional[1], dst = a.Positional[2];
         if (PoolPaths.IsVolumeRoot(src))
             throw new UsageException("mv works inside a volume; use cowfish volume rename to rename a volume");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         fs.Rename(src, PoolPaths.IntoDirectory(fs, dst, PoolPaths.Leaf(src)));
         return ExitCodes.Ok;
     }

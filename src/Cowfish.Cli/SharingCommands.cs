@@ -21,7 +21,7 @@ internal static class SharingCommands
     {
         a.Expect(3, "POOL SRC DST");
         string src = a.Positional[1];
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         if (fs.Stat(src).Type != FileType.File) throw new InvalidRequestException($"{src}: not a regular file (cp clones one file)");
         fs.Clone(src, PoolPaths.IntoDirectory(fs, a.Positional[2], PoolPaths.Leaf(src)));
         return ExitCodes.Ok;
@@ -32,7 +32,7 @@ internal static class SharingCommands
         a.Expect(6, "POOL SRC SRC_OFFSET LENGTH DST DST_OFFSET");
         string src = a.Positional[1], dst = a.Positional[4];
         long srcOffset = a.Size(2, "SRC_OFFSET"), length = a.Size(3, "LENGTH"), dstOffset = a.Size(5, "DST_OFFSET");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         fs.Stat(src);
         bool created = PoolPaths.EnsureFile(fs, dst);
         try { fs.CloneRange(src, srcOffset, length, dst, dstOffset); }
@@ -52,7 +52,7 @@ internal static class SharingCommands
         a.Expect(6, "POOL A A_OFFSET LENGTH B B_OFFSET");
         long aOffset = a.Size(2, "A_OFFSET"), length = a.Size(3, "LENGTH"), bOffset = a.Size(5, "B_OFFSET");
         if (length == 0) throw new UsageException("LENGTH must be positive");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         bool same = fs.Dedupe(a.Positional[1], aOffset, length, a.Positional[4], bOffset);
         if (same) fs.Reclaim();
         if (a.Has("--json")) io.Out.WriteLine(JsonSerializer.Serialize(new { deduped = same, bytes = same ? length : 0 }, Cli.Json));
@@ -63,7 +63,7 @@ internal static class SharingCommands
     private static int Du(Args a, Io io)
     {
         a.Expect(1, 2, "POOL [VOLUME[/PATH]]");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         var rows = new List<(string? Path, SpaceUsage Usage)>();
         if (a.Positional.Count == 2) rows.Add((a.Positional[1], fs.Usage(a.Positional[1])));
         else

@@ -24,12 +24,12 @@ internal static class TransferCommands
     private static int Import(Args a, Io io)
     {
         a.Expect(3, "POOL HOST_FILE VOLUME/PATH");
-        string host = a.Positional[1];
+        string host = io.HostPath(a.Positional[1]);
         if (Directory.Exists(host)) throw new InvalidRequestException($"{host} is a directory; import copies one file");
         if (!File.Exists(host)) throw new NotFoundException($"{host}: no such file");
-        if (Path.GetFullPath(host) == Path.GetFullPath(a.Positional[0])) throw new UsageException($"{host} is the pool itself");
+        if (host == io.HostPath(a.Positional[0])) throw new UsageException($"{a.Positional[1]} is the pool itself");
         using var handle = File.OpenHandle(host, FileMode.Open, FileAccess.Read);
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         string target = PoolPaths.IntoDirectory(fs, a.Positional[2], Path.GetFileName(Path.GetFullPath(host)));
         bool created = PoolPaths.EnsureFile(fs, target);
         if (fs.Stat(target).Type != FileType.File) throw new InvalidRequestException($"{target}: not a regular file");
@@ -155,12 +155,12 @@ internal static class TransferCommands
     private static int Export(Args a, Io io)
     {
         a.Expect(3, "POOL VOLUME/PATH HOST_FILE");
-        string pool = a.Positional[0], source = a.Positional[1], host = a.Positional[2];
+        string pool = a.Positional[0], source = a.Positional[1], host = io.HostPath(a.Positional[2]);
         if (Directory.Exists(host)) host = Path.Combine(host, PoolPaths.Leaf(source));
         string full = Path.GetFullPath(host);
         if (Path.GetDirectoryName(full) is { } dir && !Directory.Exists(dir)) throw new NotFoundException($"{dir}: no such directory");
-        if (full == Path.GetFullPath(pool)) throw new UsageException($"{host} is the pool itself");
-        using var fs = FileSystem.Open(pool);
+        if (full == io.HostPath(pool)) throw new UsageException($"{a.Positional[2]} is the pool itself");
+        using var fs = io.Pools.OpenFiles(pool);
         var st = fs.Stat(source);
         if (st.Type != FileType.File) throw new InvalidRequestException($"{source}: not a regular file");
         var ranges = fs.DataRanges(source);

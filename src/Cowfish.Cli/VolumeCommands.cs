@@ -9,7 +9,7 @@ internal static class VolumeCommands
     public static readonly Command[] All =
     [
         new("volume", "volume create|list|delete|rename POOL ...", "Create, list, delete (giving its space back) or rename volumes.", Volume,
-            Flags: ["--json"], Details: VolumeHelp),
+            Flags: ["--json"], Details: VolumeHelp, PoolArgument: 1),
         new("snapshot", "snapshot POOL SRC_VOLUME NEW_VOLUME [--readonly]", "O(1) snapshot: a new volume that shares all of the source's data.", Snapshot,
             Flags: ["--readonly"]),
     ];
@@ -35,7 +35,7 @@ internal static class VolumeCommands
         if (verb is not ("create" or "list" or "delete" or "rename")) throw new UsageException($"unknown volume verb '{verb}'");
         if (verb != "list" && a.Has("--json")) throw new UsageException("--json applies to volume list only");
 
-        using var fs = FileSystem.Open(a.Positional[1]);
+        using var fs = io.Pools.OpenFiles(a.Positional[1]);
         switch (verb)
         {
             case "create":
@@ -98,7 +98,7 @@ internal static class VolumeCommands
     private static int Snapshot(Args a, Io io)
     {
         a.Expect(3, "POOL SRC_VOLUME NEW_VOLUME");
-        using var fs = FileSystem.Open(a.Positional[0]);
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
         fs.Snapshot(a.Positional[1], a.Positional[2], readOnly: a.Has("--readonly"));
         return ExitCodes.Ok;
     }

@@ -39,6 +39,40 @@ public sealed class FileHandle
         _fs.WriteData(_volume, Inode, offset, data, durable);
     }
 
+    /// <summary>
+    /// Deallocates [offset, offset + length) inside the file: it reads as zeros afterwards; the size
+    /// does not change. Durable on return with <paramref name="durable"/>, else at the next flush.
+    /// </summary>
+    public void PunchHole(long offset, long length, bool durable = false)
+    {
+        if (_volume.ReadOnly) throw new ReadOnlyVolumeException(_volume.Name);
+        _fs.Zero(_volume, Inode, offset, length, keepSize: true, durable);
+    }
+
+    /// <summary>
+    /// Makes [offset, offset + length) read as zeros. With <paramref name="allocate"/> the range stays
+    /// allocated (unwritten extents, so later writes there cannot run out of space); without, it
+    /// becomes a hole. Either way only metadata changes, so it is fast whatever the length.
+    /// </summary>
+    public void WriteZeroes(long offset, long length, bool allocate, bool durable = false)
+    {
+        if (_volume.ReadOnly) throw new ReadOnlyVolumeException(_volume.Name);
+        _fs.Zero(_volume, Inode, offset, length, keepSize: false, durable: durable && !allocate);
+        if (!allocate) return;
+        // Whole blocks were unmapped; allocate them again as unwritten extents. A crash between the
+        // two leaves a hole, which reads as zeros too.
+        const int bs = Format.Layout.BlockSize;
+        long from = (offset + bs - 1) / bs * bs, to = (offset + length) / bs * bs;
+        if (to > from) _fs.Preallocate(_volume, Inode, from, to - from, durable);
+        else if (durable) _fs.Flush();
+    }
+
+    /// <summary>How [offset, offset + length) is stored (data, unwritten, hole), clipped to the file size.</summary>
+    public void Allocation(long offset, long length, List<AllocationSegment> into) => _fs.Allocation(_volume, Inode, offset, length, into);
+
+    /// <summary>Makes every write acknowledged so far, on any handle of the pool, durable.</summary>
+    public void Flush() => _fs.Flush();
+
     /// <summary>The byte ranges that hold data (the rest reads as zeros).</summary>
     public IReadOnlyList<(long Offset, long Length)> DataRanges() => _fs.DataRanges(Path);
 }

@@ -322,16 +322,30 @@ public sealed partial class FileSystem
     }
 
     /// <summary>Deallocates a range; it reads as zeros afterwards and the size does not change.</summary>
-    public void PunchHole(string path, long offset, long length) => Zero(path, offset, length, keepSize: true);
+    public void PunchHole(string path, long offset, long length)
+    {
+        CheckRange(offset, length);
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        Zero(rec, ino, offset, length, keepSize: true, durable: true);
+    }
 
     /// <summary>Zeroes a range, growing the file if the range ends past it (fallocate ZERO_RANGE).</summary>
-    public void ZeroRange(string path, long offset, long length) => Zero(path, offset, length, keepSize: false);
+    public void ZeroRange(string path, long offset, long length)
+    {
+        CheckRange(offset, length);
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        Zero(rec, ino, offset, length, keepSize: false, durable: true);
+    }
 
-    private void Zero(string path, long offset, long length, bool keepSize)
+    private static void CheckRange(long offset, long length)
     {
         if (offset < 0 || length < 0 || offset + length > MaxFileSize) throw new InvalidRequestException($"range {offset}+{length} is outside 0..{MaxFileSize}");
+    }
+
+    internal void Zero(VolumeRecord rec, ulong ino, long offset, long length, bool keepSize, bool durable)
+    {
+        CheckRange(offset, length);
         if (length == 0) return;
-        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
         ulong start = (ulong)offset, end = (ulong)(offset + length);
         ulong first = start / BlockSize, last = (end + BlockSize - 1) / BlockSize; // every block touched
         using var lease = Locks.Acquire(rec.Tree.Value, ino, first, last);
@@ -340,7 +354,7 @@ public sealed partial class FileSystem
         ulong zeroEnd = keepSize ? Math.Min(end, size) : end;
         if (zeroEnd <= start && keepSize)
         {
-            Pool.Flush(); // nothing to change, but like every call that changes data, return durable
+            if (durable) Pool.Flush(); // nothing to change, but a durable call returns durable
             return;
         }
         // Whole blocks are unmapped; a partial block at either edge is rewritten with its range zeroed.
@@ -364,7 +378,7 @@ public sealed partial class FileSystem
         ulong wholeFrom = (start + BlockSize - 1) / BlockSize, wholeTo = zeroEnd / BlockSize;
         // A whole block past the old end of file (ZERO_RANGE growing the file) is already a hole.
         MapChanges(rec, ino, runs, wholeTo > wholeFrom ? (wholeFrom, wholeTo) : null,
-            i => keepSize ? i.Size : Math.Max(i.Size, end), durable: true);
+            i => keepSize ? i.Size : Math.Max(i.Size, end), durable);
     }
 
     private T ReadVolumeByRecord<T>(VolumeRecord rec, Func<VolumeReader, T> read)
@@ -381,6 +395,11 @@ public sealed partial class FileSystem
     {
         if (offset < 0 || length <= 0 || offset + length > MaxFileSize) throw new InvalidRequestException($"range {offset}+{length} is outside 0..{MaxFileSize}");
         var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        Preallocate(rec, ino, offset, length, durable: true);
+    }
+
+    internal void Preallocate(VolumeRecord rec, ulong ino, long offset, long length, bool durable)
+    {
         ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)(offset + length) + BlockSize - 1) / BlockSize;
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
         using var tx = Pool.BeginWrite();
@@ -406,6 +425,6 @@ public sealed partial class FileSystem
         ulong size = Math.Max(inode.Size, (ulong)(offset + length));
         long now = Inode.NowNs();
         v.PutInode(ino, VolumeWriter.SaveExtents(tree, inode) with { Size = size, CtimeNs = now, MtimeNs = now, DataVersion = inode.DataVersion + 1 });
-        tx.Commit();
+        tx.Commit(durable);
     }
 }

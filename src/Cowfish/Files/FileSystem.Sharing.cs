@@ -291,4 +291,42 @@ public sealed partial class FileSystem
         }
         return result;
     }
+
+    /// <summary>
+    /// How [offset, offset + length) of a file is stored, clipped to its size, as consecutive
+    /// segments in order (adjacent segments of one kind merged): data, allocated but unwritten
+    /// (reads as zeros), or a hole. What NBD block status reports.
+    /// </summary>
+    internal void Allocation(VolumeRecord rec, ulong ino, long offset, long length, List<AllocationSegment> into)
+    {
+        into.Clear();
+        using var rt = Pool.BeginRead();
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        var inode = v.GetInode(ino);
+        long end = Math.Min(offset + length, (long)inode.Size);
+        if (end <= offset) return;
+        void Add(long from, long to, AllocationKind kind)
+        {
+            from = Math.Max(from, offset);
+            to = Math.Min(to, end);
+            if (to <= from) return;
+            if (into.Count > 0 && into[^1].Kind == kind && into[^1].Offset + into[^1].Length == from)
+                into[^1] = into[^1] with { Length = into[^1].Length + (to - from) };
+            else into.Add(new AllocationSegment(from, to - from, kind));
+        }
+        long cur = offset;
+        var tree = v.Extents(inode);
+        if (tree is not null)
+        {
+            ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)end + BlockSize - 1) / BlockSize;
+            foreach (var (block, e) in ExtentMap.Overlapping(tree, b0, b1))
+            {
+                long from = (long)block * BlockSize, to = from + (long)e.Count * BlockSize;
+                if (from > cur) Add(cur, from, AllocationKind.Hole);
+                Add(from, to, e.Unwritten ? AllocationKind.Unwritten : AllocationKind.Data);
+                cur = Math.Max(cur, to);
+            }
+        }
+        if (cur < end) Add(cur, end, AllocationKind.Hole);
+    }
 }

@@ -29,3 +29,17 @@ public sealed record SpaceUsage(ulong TotalBytes, ulong ExclusiveBytes, ulong Sh
 
 /// <summary>Raised when a write, clone or other change targets a read-only snapshot.</summary>
 public sealed class ReadOnlyVolumeException(string volume) : CowfishException($"volume '{volume}' is a read-only snapshot");
+
+/// <summary>How a range of a file is stored.</summary>
+public enum AllocationKind
+{
+    /// <summary>Written data.</summary>
+    Data,
+    /// <summary>Allocated but never written (preallocated or zeroed with allocation): reads as zeros.</summary>
+    Unwritten,
+    /// <summary>Not allocated: reads as zeros.</summary>
+    Hole,
+}
+
+/// <summary>One run of a file's bytes that are all stored the same way.</summary>
+public readonly record struct AllocationSegment(long Offset, long Length, AllocationKind Kind);

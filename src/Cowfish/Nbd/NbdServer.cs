@@ -1,0 +1,192 @@
+using System.Net;
+using System.Net.Sockets;
+using Cowfish.Files;
+
+namespace Cowfish.Nbd;
+
+/// <summary>
+/// An NBD server over the files of one pool: fixed newstyle handshake, structured replies,
+/// base:allocation block status, pipelined requests answered out of order, and multi-conn (every
+/// connection shares one engine, so a flush on any of them covers the writes acknowledged on all).
+/// Listen on TCP, on a Unix socket, or serve one connection over a pair of streams (stdin/stdout).
+/// </summary>
+public sealed class NbdServer : IDisposable
+{
+    private readonly List<Socket> _listeners = new();
+    private readonly List<Thread> _acceptors = new();
+    // Guards _connections and _nextId.
+    private readonly object _gate = new();
+    private readonly HashSet<NbdConnection> _connections = new();
+    private readonly HashSet<Thread> _connectionThreads = new();
+    private int _nextId;
+    private volatile bool _stopping;
+    private bool _stopped;
+
+    public NbdServer(FileSystem fs, NbdServerOptions? options = null)
+    {
+        FileSystem = fs;
+        Options = options ?? new NbdServerOptions();
+        Exports = new NbdExports(fs, Options);
+        Workers = new NbdWorkers(Options.Workers);
+    }
+
+    public FileSystem FileSystem { get; }
+    public NbdServerOptions Options { get; }
+    internal NbdExports Exports { get; }
+    internal NbdWorkers Workers { get; }
+    internal bool Stopping => _stopping;
+
+    /// <summary>Connections open now.</summary>
+    public int ConnectionCount
+    {
+        get { lock (_gate) return _connections.Count; }
+    }
+
+    internal void Log(string line) => Options.Log?.Invoke(line);
+
+    /// <summary>Listens on a TCP endpoint; returns the bound endpoint (port 0 picks a free port).</summary>
+    public IPEndPoint ListenTcp(IPEndPoint endpoint)
+    {
+        var s = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        s.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        s.Bind(endpoint);
+        s.Listen(64);
+        StartAccepting(s, tcp: true);
+        return (IPEndPoint)s.LocalEndPoint!;
+    }
+
+    /// <summary>Listens on a Unix socket at <paramref name="path"/>, replacing a stale socket file.</summary>
+    public void ListenUnix(string path)
+    {
+        RemoveStaleSocket(path);
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        s.Bind(new UnixDomainSocketEndPoint(path));
+        s.Listen(64);
+        StartAccepting(s, tcp: false);
+    }
+
+    /// <summary>
+    /// Deletes a socket file nobody listens on (left by a server that was killed); refuses to take
+    /// over one that a live server still answers on.
+    /// </summary>
+    internal static void RemoveStaleSocket(string path)
+    {
+        if (!File.Exists(path)) return;
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+        }
+        catch (SocketException)
+        {
+            File.Delete(path);
+            return;
+        }
+        throw new InvalidRequestException($"{path} is in use by a running server");
+    }
+
+    private void StartAccepting(Socket listener, bool tcp)
+    {
+        lock (_gate)
+        {
+            _listeners.Add(listener);
+            var t = new Thread(() => AcceptLoop(listener, tcp)) { IsBackground = true, Name = "nbd-accept" };
+            _acceptors.Add(t);
+            t.Start();
+        }
+    }
+
+    private void AcceptLoop(Socket listener, bool tcp)
+    {
+        while (!_stopping)
+        {
+            Socket client;
+            try { client = listener.Accept(); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
+            if (tcp) client.NoDelay = true;
+            string peer = tcp ? client.RemoteEndPoint?.ToString() ?? "tcp" : "unix";
+            var stream = new NetworkStream(client, ownsSocket: false);
+            Start(stream, stream, client, peer);
+        }
+    }
+
+    private void Start(Stream input, Stream output, Socket? socket, string peer)
+    {
+        NbdConnection c;
+        lock (_gate)
+        {
+            if (_stopping)
+            {
+                socket?.Dispose();
+                return;
+            }
+            c = new NbdConnection(this, input, output, socket, $"[{++_nextId}] {peer}");
+            _connections.Add(c);
+        }
+        var t = new Thread(() => RunConnection(c)) { IsBackground = true, Name = $"nbd-conn" };
+        lock (_gate) _connectionThreads.Add(t);
+        t.Start();
+    }
+
+    private void RunConnection(NbdConnection c)
+    {
+        Log($"{c.Peer}: connected");
+        c.Run();
+        Log($"{c.Peer}: closed");
+        lock (_gate)
+        {
+            _connections.Remove(c);
+            _connectionThreads.Remove(Thread.CurrentThread);
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>
+    /// Serves one connection over a pair of streams (for example stdin and stdout, the way nbdkit -s
+    /// does) and returns when the client disconnects.
+    /// </summary>
+    public void Serve(Stream input, Stream output, string peer = "stdio")
+    {
+        NbdConnection c;
+        lock (_gate)
+        {
+            c = new NbdConnection(this, input, output, null, $"[{++_nextId}] {peer}");
+            _connections.Add(c);
+        }
+        Log($"{c.Peer}: connected");
+        c.Run();
+        Log($"{c.Peer}: closed");
+        lock (_gate)
+        {
+            _connections.Remove(c);
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>
+    /// Stops accepting, lets every request in flight finish and be answered (new ones get
+    /// ESHUTDOWN), closes the connections, and makes everything acknowledged durable.
+    /// </summary>
+    public void Stop()
+    {
+        lock (_gate)
+        {
+            if (_stopped) return;
+            _stopped = true;
+            _stopping = true;
+            foreach (var l in _listeners) l.Dispose();
+            foreach (var c in _connections) c.StopReading();
+        }
+        foreach (var t in _acceptors) t.Join();
+        lock (_gate)
+        {
+            // Stream connections (stdio) end when their client does; socket ones end now.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (_connectionThreads.Count > 0 && DateTime.UtcNow < deadline) Monitor.Wait(_gate, 100);
+        }
+        Workers.Dispose();
+        FileSystem.Flush();
+    }
+
+    public void Dispose() => Stop();
+}

@@ -1,0 +1,29 @@
+namespace Cowfish.Nbd;
+
+/// <summary>Settings of an <see cref="NbdServer"/>.</summary>
+public sealed class NbdServerOptions
+{
+    /// <summary>Export every file read-only, whatever its volume.</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>
+    /// If set, a client that names a missing file (in an existing volume and directory) gets it
+    /// created as a sparse file of this many bytes.
+    /// </summary>
+    public long? CreateSize { get; init; }
+
+    /// <summary>Where the server reports connections and every refused request, one line each.</summary>
+    public Action<string>? Log { get; init; }
+
+    /// <summary>Threads that execute requests, shared by every connection.</summary>
+    public int Workers { get; init; } = 32;
+
+    /// <summary>Requests one connection may have in flight; the server stops reading from it past that.</summary>
+    public int MaxInFlight { get; init; } = 64;
+
+    /// <summary>Bytes of request and reply payload one connection may have in flight.</summary>
+    public long MaxInFlightBytes { get; init; } = 128L << 20;
+
+    /// <summary>Largest read, write, trim or zero length accepted (NBD_INFO_BLOCK_SIZE maximum).</summary>
+    public int MaxPayload { get; init; } = 32 << 20;
+}
