@@ -32,11 +32,18 @@ public sealed class FileHandle
     /// <summary>Reads at <paramref name="offset"/> on the newest committed state; returns the bytes read.</summary>
     public int Read(long offset, Span<byte> buffer) => _fs.ReadData(_volume, Inode, offset, buffer);
 
-    /// <summary>Writes at <paramref name="offset"/>, as <see cref="FileSystem.Write"/> does.</summary>
+    /// <summary>
+    /// Writes at <paramref name="offset"/>, as <see cref="FileSystem.Write"/> does, but write-back:
+    /// the data is on its new blocks when this returns, and its mapping is queued and applied in the
+    /// background with other writes, many per transaction. Reads of the same blocks wait for it, and
+    /// every other operation (stat, clone, snapshot, flush) first lets the queue drain, so everything
+    /// that runs after this call sees the write. Durable after the next flush; with
+    /// <paramref name="durable"/>, mapped and durable before it returns.
+    /// </summary>
     public void Write(long offset, ReadOnlySpan<byte> data, bool durable = false)
     {
         if (_volume.ReadOnly) throw new ReadOnlyVolumeException(_volume.Name);
-        _fs.WriteData(_volume, Inode, offset, data, durable);
+        _fs.WriteData(_volume, Inode, offset, data, durable, deferred: true);
     }
 
     /// <summary>

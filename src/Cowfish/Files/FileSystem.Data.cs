@@ -30,6 +30,7 @@ public sealed partial class FileSystem
     /// <summary>Reads at <paramref name="offset"/>; returns the bytes read, short at end of file.</summary>
     public int Read(string path, long offset, Span<byte> buffer)
     {
+        SettleWrites();
         var p = PoolPath.Parse(path);
         using var rt = Pool.BeginRead();
         var rec = GetVolume(rt, p.Volume);
@@ -46,10 +47,16 @@ public sealed partial class FileSystem
         return new FileHandle(this, rec, ino, p.ToString());
     }
 
-    internal Inode ReadInode(VolumeRecord rec, ulong ino) => ReadVolumeByRecord(rec, v => v.GetInode(ino));
+    internal Inode ReadInode(VolumeRecord rec, ulong ino)
+    {
+        WaitForDeferred(rec, ino, 0, ulong.MaxValue);
+        return ReadVolumeByRecord(rec, v => v.GetInode(ino));
+    }
 
     internal int ReadData(VolumeRecord rec, ulong ino, long offset, Span<byte> buffer)
     {
+        if (offset >= 0 && !buffer.IsEmpty)
+            WaitForDeferred(rec, ino, (ulong)offset / BlockSize, ((ulong)offset + (ulong)buffer.Length + BlockSize - 1) / BlockSize);
         using var rt = Pool.BeginRead();
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
         return v.ReadData(v.GetInode(ino), ino, offset, buffer);
@@ -88,12 +95,16 @@ public sealed partial class FileSystem
         return (rec, ino);
     }
 
-    internal void WriteData(VolumeRecord rec, ulong ino, long offset, ReadOnlySpan<byte> data, bool durable)
+    internal void WriteData(VolumeRecord rec, ulong ino, long offset, ReadOnlySpan<byte> data, bool durable, bool deferred = false)
     {
         if (data.IsEmpty) return;
         if (offset < 0 || offset + (long)data.Length > MaxFileSize) throw new InvalidRequestException($"write at {offset}+{data.Length} is outside 0..{MaxFileSize}");
         ulong end = (ulong)offset + (ulong)data.Length;
         ulong b0 = (ulong)offset / BlockSize, b1 = (end + BlockSize - 1) / BlockSize;
+        // A deferred write learns of a removed file only when it is mapped; check now, so that the
+        // writer gets the error instead of the write vanishing.
+        if (deferred && !ReadVolumeByRecord(rec, v => v.TryGetInode(ino, out _)))
+            throw new NotFoundException($"inode {ino} of volume '{rec.Name}' was removed");
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
         int blocks = (int)(b1 - b0);
         var buf = ArrayPool<byte>.Shared.Rent(blocks * BlockSize);
@@ -109,13 +120,14 @@ public sealed partial class FileSystem
                 if (b1 - 1 != b0) ReadBlockInto(rec, ino, b1 - 1, span[^BlockSize..]);
             }
             data.CopyTo(span[head..]);
-            MapChanges(rec, ino, [(b0, buf.AsMemory(0, blocks * BlockSize))], null, i => Math.Max(i.Size, end), durable);
+            MapChanges(rec, ino, [(b0, buf.AsMemory(0, blocks * BlockSize))], null, i => Math.Max(i.Size, end), durable, deferred && !durable);
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
     }
 
     private void ReadBlockInto(VolumeRecord rec, ulong ino, ulong block, Span<byte> dst)
     {
+        WaitForDeferred(rec, ino, block, block + 1);
         using var rt = Pool.BeginRead();
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
         if (v.TryGetInode(ino, out var inode)) v.ReadData(inode, ino, (long)(block * BlockSize), dst);
@@ -129,7 +141,7 @@ public sealed partial class FileSystem
     /// an abort inside it frees what it claimed. The caller holds the range lock.
     /// </summary>
     private void MapChanges(VolumeRecord rec, ulong ino, IReadOnlyList<(ulong Block, ReadOnlyMemory<byte> Content)> runs,
-        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable)
+        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable, bool deferred = false)
     {
         var reserved = new List<(ulong Disk, uint Count)>();
         MapRequest? request = null;
@@ -152,13 +164,16 @@ public sealed partial class FileSystem
                     at += (int)n;
                 }
             }
-            request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable);
-            Map(request);
+            request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable) { Deferred = deferred };
+            if (deferred) MapLater(request);
+            else Map(request);
             BoundPendingFrees();
         }
         catch
         {
-            if (request is not { Claimed: true }) foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
+            // A queued deferred request owns its reservations: the mapper claims or returns them.
+            if (request is not { Claimed: true } && request is not { Queued: true, Deferred: true })
+                foreach (var (disk, n) in reserved) Pool.Space.Unreserve(disk, n);
             throw;
         }
     }
@@ -175,7 +190,7 @@ public sealed partial class FileSystem
     }
 
     /// <summary>A mapping waiting for its transaction.</summary>
-    private sealed class MapRequest(VolumeRecord rec, ulong ino, List<(ulong Block, Extent Extent)> fresh, (ulong From, ulong To)? unmap,
+    internal sealed class MapRequest(VolumeRecord rec, ulong ino, List<(ulong Block, Extent Extent)> fresh, (ulong From, ulong To)? unmap,
         Func<Inode, ulong> size, List<(ulong Disk, uint Count)> reserved, bool durable)
     {
         public readonly VolumeRecord Rec = rec;
@@ -185,16 +200,45 @@ public sealed partial class FileSystem
         public readonly Func<Inode, ulong> Size = size;
         public readonly List<(ulong Disk, uint Count)> Reserved = reserved;
         public readonly bool Durable = durable;
+        /// <summary>The writer did not wait for the mapping (write-back); nobody waits on it but readers of its blocks.</summary>
+        public bool Deferred;
+        public bool Queued;
+        /// <summary>The file blocks the request maps or unmaps: readers of these wait until it is applied.</summary>
+        public ulong From => Fresh.Count > 0 ? Math.Min(Fresh[0].Block, Unmap?.From ?? ulong.MaxValue) : Unmap?.From ?? 0;
+        public ulong To => Fresh.Count > 0 ? Math.Max(Fresh[^1].Block + Fresh[^1].Extent.Count, Unmap?.To ?? 0) : Unmap?.To ?? 0;
         /// <summary>The reservations became allocations of a transaction: a commit keeps them, an abort frees them.</summary>
         public bool Claimed;
         public bool Done;
         public Exception? Error;
     }
 
-    // Guards _mapQueue and _mapping; callers waiting for their mapping wait on it.
-    private readonly object _mapGate = new();
-    private readonly List<MapRequest> _mapQueue = new();
-    private bool _mapping;
+    /// <summary>
+    /// The mapping queue of a pool, shared by every <see cref="FileSystem"/> over it (a server and the
+    /// commands it runs for clients), so that settling the queue covers every writer.
+    /// </summary>
+    internal sealed class MapQueue
+    {
+        // Guards every field; callers waiting for a mapping wait on it.
+        public readonly object Gate = new();
+        public readonly List<MapRequest> Queue = new();
+        // The batch being applied now, out of the queue but not yet done.
+        public List<MapRequest> Applying = new();
+        // Someone (a writer or the background mapper) is applying batches; nobody else may start.
+        public bool Mapping;
+        // Deferred requests queued or being applied.
+        public int Deferred;
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Pool, MapQueue> PoolQueues = new();
+
+    private MapQueue Queue => _queue ??= PoolQueues.GetValue(Pool, _ => new MapQueue());
+    private MapQueue? _queue;
+
+    /// <summary>Most deferred writes waiting for their mapping; a writer past this waits (back-pressure).</summary>
+    private const int MaxDeferred = 2048;
+
+    /// <summary>Most requests one mapping transaction takes, so that it holds the writer lock briefly.</summary>
+    private const int MaxBatch = 512;
 
     /// <summary>
     /// Maps a request, batched with whatever other writers queued meanwhile: one caller at a time
@@ -204,31 +248,133 @@ public sealed partial class FileSystem
     /// </summary>
     private void Map(MapRequest request)
     {
-        List<MapRequest> batch;
-        lock (_mapGate)
+        var q = Queue;
+        lock (q.Gate)
         {
-            _mapQueue.Add(request);
-            while (!request.Done && _mapping) Monitor.Wait(_mapGate);
+            q.Queue.Add(request);
+            request.Queued = true;
+            while (!request.Done && q.Mapping) Monitor.Wait(q.Gate);
             if (request.Done)
             {
                 if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
                 return;
             }
-            _mapping = true;
-            batch = new List<MapRequest>(_mapQueue);
-            _mapQueue.Clear();
+            q.Mapping = true;
         }
-        try { ApplyBatch(batch); }
-        finally
+        RunBatches(request);
+        if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
+    }
+
+    /// <summary>
+    /// Write-back: queues the mapping of data already written to its new blocks and returns at once.
+    /// The background mapper applies queued requests in order, many per transaction. Until then,
+    /// readers of the file's affected blocks wait for it (<see cref="WaitForDeferred"/>), and every
+    /// other operation settles the queue first (<see cref="SettleWrites"/>), so the write is visible
+    /// to everything that runs after it returns. It is durable after the next flush, as any write.
+    /// </summary>
+    private void MapLater(MapRequest request)
+    {
+        var q = Queue;
+        lock (q.Gate)
         {
-            lock (_mapGate)
+            while (q.Deferred >= MaxDeferred) Monitor.Wait(q.Gate);
+            Pool.ThrowIfUnusable();
+            q.Queue.Add(request);
+            request.Queued = true;
+            q.Deferred++;
+            if (q.Mapping) return;
+            q.Mapping = true;
+        }
+        StartMapper();
+    }
+
+    private void StartMapper() => ThreadPool.UnsafeQueueUserWorkItem(static fs => fs.RunBatches(null), this, preferLocal: false);
+
+    /// <summary>
+    /// Applies queued batches while this thread leads: until <paramref name="until"/> is done, or, for
+    /// the background mapper, until the queue is empty. A writer that leaves work behind hands it
+    /// to the background mapper, so deferred requests never wait for another writer.
+    /// </summary>
+    private void RunBatches(MapRequest? until)
+    {
+        var q = Queue;
+        while (true)
+        {
+            List<MapRequest> batch;
+            lock (q.Gate)
             {
-                _mapping = false;
-                foreach (var r in batch) r.Done = true;
-                Monitor.PulseAll(_mapGate);
+                if (q.Queue.Count == 0 || until is { Done: true })
+                {
+                    if (q.Queue.Count > 0) StartMapper(); // keeps q.Mapping: the mapper leads now
+                    else q.Mapping = false;
+                    Monitor.PulseAll(q.Gate);
+                    return;
+                }
+                int take = Math.Min(q.Queue.Count, MaxBatch);
+                batch = q.Queue.GetRange(0, take);
+                q.Queue.RemoveRange(0, take);
+                q.Applying = batch;
+            }
+            try { ApplyBatch(batch); }
+            finally
+            {
+                lock (q.Gate)
+                {
+                    foreach (var r in batch)
+                    {
+                        r.Done = true;
+                        if (r.Deferred) FinishDeferred(r);
+                    }
+                    q.Applying = [];
+                    Monitor.PulseAll(q.Gate);
+                }
             }
         }
-        if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
+    }
+
+    /// <summary>
+    /// A deferred request nobody waits for: on failure its reservations go back, and unless its file
+    /// simply went away, the pool fails, since a write was acknowledged and then lost; the next flush
+    /// reports it. Called under the queue's gate.
+    /// </summary>
+    private void FinishDeferred(MapRequest r)
+    {
+        var q = Queue;
+        q.Deferred--;
+        if (r.Error is null) return;
+        if (!r.Claimed) foreach (var (disk, n) in r.Reserved) Pool.Space.Unreserve(disk, n);
+        if (r.Error is not (NotFoundException or ReadOnlyVolumeException)) Pool.Fail(r.Error);
+    }
+
+    /// <summary>Waits until no deferred mapping of the file's blocks [from, to) is pending.</summary>
+    internal void WaitForDeferred(VolumeRecord rec, ulong ino, ulong from, ulong to)
+    {
+        var q = Queue;
+        lock (q.Gate)
+        {
+            while (q.Deferred > 0 && (Overlaps(q.Queue) || Overlaps(q.Applying))) Monitor.Wait(q.Gate);
+        }
+
+        bool Overlaps(List<MapRequest> list)
+        {
+            foreach (var r in list)
+                if (r.Deferred && !r.Done && r.Ino == ino && r.Rec.Tree == rec.Tree && r.From < to && from < r.To) return true;
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Waits until every deferred write queued so far is mapped. Operations that look at or share
+    /// data (reads by path, stat, clone, snapshot, flush) call it first, so they see every write that
+    /// returned before them.
+    /// </summary>
+    internal void SettleWrites()
+    {
+        var q = Queue;
+        lock (q.Gate)
+        {
+            while (q.Deferred > 0) Monitor.Wait(q.Gate);
+        }
     }
 
     private void ApplyBatch(List<MapRequest> batch)
@@ -305,6 +451,7 @@ public sealed partial class FileSystem
         if (size < 0 || size > MaxFileSize) throw new InvalidRequestException($"size {size} is outside 0..{MaxFileSize}");
         var (rec, ino) = ResolveFile(PoolPath.Parse(path));
         using var lease = Locks.Acquire(rec.Tree.Value, ino, 0, ulong.MaxValue);
+        WaitForDeferred(rec, ino, 0, ulong.MaxValue);
         ulong newSize = (ulong)size;
         ulong keep = (newSize + BlockSize - 1) / BlockSize;
         ulong oldSize = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
@@ -349,6 +496,7 @@ public sealed partial class FileSystem
         ulong start = (ulong)offset, end = (ulong)(offset + length);
         ulong first = start / BlockSize, last = (end + BlockSize - 1) / BlockSize; // every block touched
         using var lease = Locks.Acquire(rec.Tree.Value, ino, first, last);
+        WaitForDeferred(rec, ino, 0, ulong.MaxValue); // the size may still grow by a queued write
         ulong size = ReadVolumeByRecord(rec, v => v.GetInode(ino).Size);
         // Only bytes inside the file are zeroed when the size stays; ZERO_RANGE may grow the file.
         ulong zeroEnd = keepSize ? Math.Min(end, size) : end;
@@ -402,6 +550,7 @@ public sealed partial class FileSystem
     {
         ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)(offset + length) + BlockSize - 1) / BlockSize;
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
+        WaitForDeferred(rec, ino, 0, ulong.MaxValue);
         using var tx = Pool.BeginWrite();
         var v = OpenForWrite(tx, rec);
         var inode = v.GetInode(ino);

@@ -6,6 +6,7 @@ public sealed partial class FileSystem
 {
     public FileStat Stat(string path)
     {
+        SettleWrites();
         var p = PoolPath.Parse(path);
         return ReadVolume(p.Volume, v =>
         {

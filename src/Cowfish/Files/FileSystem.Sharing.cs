@@ -13,6 +13,7 @@ public sealed partial class FileSystem
     /// </summary>
     public void Clone(string src, string dst)
     {
+        SettleWrites();
         var s = PoolPath.Parse(src);
         var d = PoolPath.Parse(dst);
         if (d.IsVolumeRoot) throw new InvalidRequestException($"{d} is a volume; name a file inside it");
@@ -64,6 +65,7 @@ public sealed partial class FileSystem
     /// </remarks>
     public void CloneRange(string src, long srcOffset, long length, string dst, long dstOffset)
     {
+        SettleWrites();
         var (sRec, sIno) = ResolveFile(PoolPath.Parse(src), forWriting: false);
         var (dRec, dIno) = ResolveFile(PoolPath.Parse(dst));
         CloneRangeCore(sRec, sIno, srcOffset, length, dRec, dIno, dstOffset, lockTarget: true);
@@ -182,6 +184,7 @@ public sealed partial class FileSystem
     /// </summary>
     public bool Dedupe(string a, long aOffset, long length, string b, long bOffset)
     {
+        SettleWrites();
         var (aRec, aIno) = ResolveFile(PoolPath.Parse(a), forWriting: false);
         var (bRec, bIno) = ResolveFile(PoolPath.Parse(b));
         if (length <= 0) throw new InvalidRequestException("dedupe needs a positive length");
@@ -223,6 +226,7 @@ public sealed partial class FileSystem
     /// </summary>
     public SpaceUsage Usage(string? path = null)
     {
+        SettleWrites();
         using var rt = Pool.BeginRead();
         var calc = new UsageCalculator(rt, Pool.Store);
         if (path is null)
@@ -269,6 +273,7 @@ public sealed partial class FileSystem
     /// </summary>
     public IReadOnlyList<(long Offset, long Length)> DataRanges(string path)
     {
+        SettleWrites();
         var p = PoolPath.Parse(path);
         using var rt = Pool.BeginRead();
         var rec = GetVolume(rt, p.Volume);
@@ -300,6 +305,7 @@ public sealed partial class FileSystem
     internal void Allocation(VolumeRecord rec, ulong ino, long offset, long length, List<AllocationSegment> into)
     {
         into.Clear();
+        if (offset >= 0 && length > 0) WaitForDeferred(rec, ino, (ulong)offset / BlockSize, ((ulong)offset + (ulong)length + BlockSize - 1) / BlockSize);
         using var rt = Pool.BeginRead();
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
         var inode = v.GetInode(ino);

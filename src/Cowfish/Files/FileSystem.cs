@@ -58,6 +58,7 @@ public sealed partial class FileSystem : IDisposable
 
     public void Dispose()
     {
+        if (!Pool.IsFailed) SettleWrites();
         if (_ownsPool) Pool.Dispose();
     }
 
@@ -108,6 +109,7 @@ public sealed partial class FileSystem : IDisposable
     /// <summary>An O(1) snapshot: the new volume shares the source's tree root, whatever its size.</summary>
     public void Snapshot(string source, string name, bool readOnly = false)
     {
+        SettleWrites();
         var key = VolumeRecord.Key(name);
         using var tx = Pool.BeginWrite();
         var dir = VolumeDirectory(tx);
@@ -137,7 +139,11 @@ public sealed partial class FileSystem : IDisposable
     }
 
     /// <summary>Makes every change so far durable.</summary>
-    public void Flush() => Pool.Flush();
+    public void Flush()
+    {
+        SettleWrites();
+        Pool.Flush();
+    }
 
     // --- helpers --------------------------------------------------------------------------
 
