@@ -83,8 +83,11 @@ public sealed class FileModelTests(ITestOutputHelper output)
                     int len = rng.Next(3) == 0 ? Block * rng.Next(1, 40) : rng.Next(1, 90_000);
                     var data = new byte[len];
                     rng.NextBytes(data);
-                    op = $"write {f} {off}+{len}";
-                    fs.Write(f, off, data);
+                    // Half the writes go through a handle: write-back, mapped later in the background.
+                    bool viaHandle = rng.Next(2) == 0;
+                    op = $"write {f} {off}+{len}{(viaHandle ? " (handle)" : "")}";
+                    if (viaHandle) fs.OpenFile(f).Write(off, data);
+                    else fs.Write(f, off, data);
                     durableOp = false;
                     var cur = model.Files[f];
                     if (off + len > cur.Length) Array.Resize(ref cur, (int)(off + len));

@@ -227,6 +227,11 @@ public sealed partial class FileSystem
         public bool Mapping;
         // Deferred requests queued or being applied.
         public int Deferred;
+        // Deferred requests ever queued, and ever finished; they finish in queue order.
+        public long Enqueued, Finished;
+        // The background mapper, and whether it has been handed the lead.
+        public Thread? MapperThread;
+        public bool MapperWanted;
     }
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Pool, MapQueue> PoolQueues = new();
@@ -282,13 +287,54 @@ public sealed partial class FileSystem
             q.Queue.Add(request);
             request.Queued = true;
             q.Deferred++;
+            q.Enqueued++;
             if (q.Mapping) return;
             q.Mapping = true;
         }
         StartMapper();
     }
 
-    private void StartMapper() => ThreadPool.UnsafeQueueUserWorkItem(static fs => fs.RunBatches(null), this, preferLocal: false);
+    /// <summary>
+    /// Hands the lead to the pool's mapper thread (the caller has set <c>Mapping</c> for it). A
+    /// dedicated thread rather than the thread pool: callers block waiting for mappings, and a
+    /// starved thread pool would leave the mapper queued behind them.
+    /// </summary>
+    private void StartMapper()
+    {
+        var q = Queue;
+        lock (q.Gate)
+        {
+            q.MapperWanted = true;
+            if (q.MapperThread is null)
+            {
+                q.MapperThread = new Thread(MapperLoop) { IsBackground = true, Name = "cowfish-mapper" };
+                q.MapperThread.Start();
+            }
+            else Monitor.PulseAll(q.Gate);
+        }
+    }
+
+    private void MapperLoop()
+    {
+        var q = Queue;
+        while (true)
+        {
+            lock (q.Gate)
+            {
+                while (!q.MapperWanted)
+                {
+                    // An idle mapper ends after a while; the next deferred write starts another.
+                    if (!Monitor.Wait(q.Gate, TimeSpan.FromSeconds(10)) && !q.MapperWanted)
+                    {
+                        q.MapperThread = null;
+                        return;
+                    }
+                }
+                q.MapperWanted = false;
+            }
+            RunBatches(null);
+        }
+    }
 
     /// <summary>
     /// Applies queued batches while this thread leads: until <paramref name="until"/> is done, or, for
@@ -341,6 +387,7 @@ public sealed partial class FileSystem
     {
         var q = Queue;
         q.Deferred--;
+        q.Finished++;
         if (r.Error is null) return;
         if (!r.Claimed) foreach (var (disk, n) in r.Reserved) Pool.Space.Unreserve(disk, n);
         if (r.Error is not (NotFoundException or ReadOnlyVolumeException)) Pool.Fail(r.Error);
@@ -364,17 +411,26 @@ public sealed partial class FileSystem
     }
 
     /// <summary>
-    /// Waits until every deferred write queued so far is mapped. Operations that look at or share
-    /// data (reads by path, stat, clone, snapshot, flush) call it first, so they see every write that
-    /// returned before them.
+    /// Waits until every deferred write queued so far is mapped (not those queued later, so a
+    /// steady stream of writes cannot starve it). Operations that look at, share or change data
+    /// (reads by path, stat, clone, snapshot, flush, every namespace change) call it first, so they
+    /// see every write that returned before them, and a durable change covers those writes too.
     /// </summary>
     internal void SettleWrites()
     {
         var q = Queue;
         lock (q.Gate)
         {
-            while (q.Deferred > 0) Monitor.Wait(q.Gate);
+            long target = q.Enqueued;
+            while (q.Finished < target) Monitor.Wait(q.Gate);
         }
+    }
+
+    /// <summary>A write transaction for a change other than a data mapping: deferred writes settle first.</summary>
+    private WriteTransaction BeginChange()
+    {
+        SettleWrites();
+        return Pool.BeginWrite();
     }
 
     private void ApplyBatch(List<MapRequest> batch)
@@ -551,7 +607,7 @@ public sealed partial class FileSystem
         ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)(offset + length) + BlockSize - 1) / BlockSize;
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
         WaitForDeferred(rec, ino, 0, ulong.MaxValue);
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var v = OpenForWrite(tx, rec);
         var inode = v.GetInode(ino);
         var tree = v.OpenExtents(ino, inode);

@@ -27,7 +27,7 @@ public sealed partial class FileSystem
             catch (NotFoundException) { }
             var dstTree = known == 0 ? default : ReadVolume(d.Volume, r => r.Record.Tree);
             using var lease = known == 0 ? default : Locks.Acquire(dstTree.Value, known, 0, ulong.MaxValue);
-            using var tx = Pool.BeginWrite();
+            using var tx = BeginChange();
             var dir = VolumeDirectory(tx);
             var srcRec = GetVolume(tx, dir, s.Volume);
             var source = new VolumeReader(srcRec, tx.TreeWriterFor(srcRec.Tree), Pool.Store);
@@ -87,7 +87,7 @@ public sealed partial class FileSystem
         string frozenName = "";
         bool empty;
         ulong len;
-        using (var tx = Pool.BeginWrite())
+        using (var tx = BeginChange())
         {
             var dir = VolumeDirectory(tx);
             var srcNow = GetVolume(tx, dir, sRec.Name);
@@ -123,7 +123,7 @@ public sealed partial class FileSystem
             ulong next = sb;
             while (next < sb + blocks)
             {
-                using var tx = Pool.BeginWrite();
+                using var tx = BeginChange();
                 var v = OpenForWrite(tx, dRec);
                 var inode = v.GetInode(dIno);
                 ulong sliceEnd = next;
@@ -167,7 +167,7 @@ public sealed partial class FileSystem
         finally
         {
             // 3. Let the frozen copy go; its nodes come back in the background.
-            using var tx = Pool.BeginWrite();
+            using var tx = BeginChange();
             if (!empty)
             {
                 tx.RemoveNamedTree(frozenName);

@@ -67,7 +67,7 @@ public sealed partial class FileSystem : IDisposable
     public void CreateVolume(string name)
     {
         var key = VolumeRecord.Key(name);
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var dir = VolumeDirectory(tx);
         if (tx.TryGet(dir, key, out _)) throw new InvalidRequestException($"volume '{name}' already exists");
         var id = tx.CreateTree(TreeKind.Volume);
@@ -86,7 +86,7 @@ public sealed partial class FileSystem : IDisposable
     /// <summary>Deletes a volume or snapshot at once; its space comes back over the next commits (see <see cref="Reclaim"/>).</summary>
     public void DeleteVolume(string name)
     {
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var dir = VolumeDirectory(tx);
         var rec = GetVolume(tx, dir, name);
         tx.Delete(dir, VolumeRecord.Key(name));
@@ -97,7 +97,7 @@ public sealed partial class FileSystem : IDisposable
     public void RenameVolume(string name, string newName)
     {
         var newKey = VolumeRecord.Key(newName);
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var dir = VolumeDirectory(tx);
         var rec = GetVolume(tx, dir, name);
         if (tx.TryGet(dir, newKey, out _)) throw new InvalidRequestException($"volume '{newName}' already exists");
@@ -111,7 +111,7 @@ public sealed partial class FileSystem : IDisposable
     {
         SettleWrites();
         var key = VolumeRecord.Key(name);
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var dir = VolumeDirectory(tx);
         var src = GetVolume(tx, dir, source);
         if (tx.TryGet(dir, key, out _)) throw new InvalidRequestException($"volume '{name}' already exists");
@@ -129,7 +129,7 @@ public sealed partial class FileSystem : IDisposable
         int commits = 0;
         while (commits < maxCommits)
         {
-            using var tx = Pool.BeginWrite();
+            using var tx = BeginChange();
             if (!tx.HasPendingDrops) break;
             tx.Commit(waitForDurability: false);
             commits++;
@@ -179,7 +179,7 @@ public sealed partial class FileSystem : IDisposable
     /// <summary>Runs <paramref name="change"/> in one write transaction on a writable volume, then commits.</summary>
     internal T WriteVolume<T>(string volume, Func<VolumeWriter, T> change, bool durable = true)
     {
-        using var tx = Pool.BeginWrite();
+        using var tx = BeginChange();
         var dir = VolumeDirectory(tx);
         var rec = GetVolume(tx, dir, volume);
         if (rec.ReadOnly) throw new ReadOnlyVolumeException(volume);
