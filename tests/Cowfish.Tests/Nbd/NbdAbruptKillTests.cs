@@ -100,7 +100,7 @@ public sealed class NbdAbruptKillTests(ITestOutputHelper output)
                 bool ok = rs.Where(r => r >= floor).Any(r => data.AsSpan().SequenceEqual(Stamp(seed, r, block)))
                     || (floor == 0 && data.All(x => x == 0));
                 Assert.True(ok, $"block {block}: flushed in round {floor}, sent in rounds [{string.Join(',', rs)}], " +
-                    $"but holds {BinaryPrimitives.ReadUInt64LittleEndian(data) ^ (ulong)(uint)seed:x16}");
+                    $"but holds {(data.All(x => x == 0) ? "zeros" : $"round {(BinaryPrimitives.ReadUInt64LittleEndian(data) ^ (ulong)(uint)seed) >> 32}'s data")}");
             }
             await c.DisconnectAsync();
         }
