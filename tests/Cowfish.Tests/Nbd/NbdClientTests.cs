@@ -7,10 +7,11 @@ using Xunit.Abstractions;
 namespace Cowfish.Tests.Nbd;
 
 /// <summary>
-/// Tests that run <c>cowfish serve</c> as a process share one collection: they would otherwise
-/// compete for the machine's two cores and make each other's timings meaningless.
+/// Tests that run <c>cowfish serve</c> as a process share one collection, run alone after the
+/// parallel ones: they would otherwise compete with the rest of the suite for the machine's two
+/// cores and make the latency figures meaningless.
 /// </summary>
-[CollectionDefinition(Name)]
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class NbdProcessCollection
 {
     public const string Name = "NBD server processes";
