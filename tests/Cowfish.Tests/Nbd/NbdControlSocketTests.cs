@@ -78,4 +78,26 @@ public sealed class NbdControlSocketTests(ITestOutputHelper output)
         p.AssertCheckClean();
         Assert.Equal("the original image\n", ServedPool.Cli("cat", p.PoolPath, "vm/c.img"));
     }
+    [Fact]
+    public async Task RemovingAnExportedFileThroughTheServerFailsItsRequestsCleanly()
+    {
+        using var p = ServedPool.Create(output, "vm");
+        ServedPool.Cli("truncate", p.PoolPath, "vm/x.img", "1M");
+        await p.StartAsync();
+        await using var c = await RawNbdClient.ConnectUnixAsync(p.Socket);
+        await c.GoAsync("vm/x.img");
+        Assert.Equal(0u, (await c.CallAsync(RawNbdClient.CmdWrite, 0, 4096, new byte[4096], RawNbdClient.FlagFua)).Error);
+        // In-process, this goes through the control socket: the server process holds the pool.
+        var rm = Support.CliHarness.Run("rm", p.PoolPath, "vm/x.img");
+        Assert.True(rm.Code == 0, rm.Err);
+        // The file is gone: its export answers EIO, and nothing it does may leak into the pool.
+        Assert.Equal(RawNbdClient.EIO, (await c.CallAsync(RawNbdClient.CmdWrite, 8192, 4096, new byte[4096])).Error);
+        Assert.Equal(RawNbdClient.EIO, (await c.CallAsync(RawNbdClient.CmdRead, 0, 4096)).Error);
+        Assert.Equal(RawNbdClient.EIO, (await c.CallAsync(RawNbdClient.CmdWriteZeroes, 0, 8192)).Error);
+        Assert.Equal(0u, (await c.CallAsync(RawNbdClient.CmdFlush, 0, 0)).Error);
+        await c.DisconnectAsync();
+        await p.StopAsync();
+        p.AssertCheckClean();
+        Assert.Single(p.LogLines("WRITE at 8192+4096 failed:"));
+    }
 }

@@ -244,6 +244,35 @@ public sealed class NbdFuzzTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task BlockStatusIsExactAtTheEdges()
+    {
+        // 600 data blocks, each followed by a hole: more extents than one reply may carry (512).
+        _fs.CreateFile("vm/striped.img");
+        _fs.Truncate("vm/striped.img", 1200 * 4096);
+        for (int i = 0; i < 600; i++) _fs.Write("vm/striped.img", 2L * i * 4096, _pattern.AsSpan(0, 4096));
+        await using var c = await RawNbdClient.ConnectUnixAsync(_socket);
+        await c.GoAsync("vm/striped.img", blockStatus: true);
+
+        var all = await c.CallAsync(CmdBlockStatus, 0, 1200 * 4096);
+        Assert.Equal(0u, all.Error);
+        Assert.InRange(all.Extents.Count, 1, 512);
+        for (int i = 0; i < all.Extents.Count; i++)
+            Assert.Equal((4096u, i % 2 == 0 ? 0u : 3u), all.Extents[i]);
+        // REQ_ONE: exactly one descriptor, which may run past the request but not past the extent.
+        var one = await c.CallAsync(CmdBlockStatus, 4096 + 100, 1 << 20, flags: FlagReqOne);
+        Assert.Equal([(3996u, 3u)], one.Extents);
+        // Unaligned and tiny requests, and the very last byte.
+        var tiny = await c.CallAsync(CmdBlockStatus, 4000, 100);
+        Assert.Equal([(96u, 0u), (4u, 3u)], tiny.Extents);
+        var last = await c.CallAsync(CmdBlockStatus, 1200 * 4096 - 1, 1);
+        Assert.Equal([(1u, 3u)], last.Extents);
+        Assert.Equal(EINVAL, (await c.CallAsync(CmdBlockStatus, 1200 * 4096 - 1, 2)).Error);
+        await c.DisconnectAsync();
+        await AssertHealthyAsync();
+        await AssertPoolCleanAsync();
+    }
+
+    [Fact]
     public async Task ClientsVanishingMidRequestHurtNobody()
     {
         // Mid-header.

@@ -5,7 +5,11 @@ using System.Text;
 namespace Cowfish.Tests.Nbd;
 
 /// <summary>A reply to one transmission request: its cookie, its error (0 for success), and read data.</summary>
-internal sealed record NbdReply(ulong Cookie, uint Error, byte[] Data, string Message);
+internal sealed record NbdReply(ulong Cookie, uint Error, byte[] Data, string Message)
+{
+    /// <summary>base:allocation descriptors of a BLOCK_STATUS reply: length and flags (1 hole, 2 zero).</summary>
+    public List<(uint Length, uint Flags)> Extents { get; } = new();
+}
 
 /// <summary>
 /// A deliberately small NBD client that puts exactly the bytes a test wants on the wire: it can
@@ -25,9 +29,9 @@ internal sealed class RawNbdClient : IAsyncDisposable
     public const uint RepAck = 1, RepServer = 2, RepInfo = 3, RepMetaContext = 4;
     public const uint RepErrUnsup = 0x80000001, RepErrInvalid = 0x80000003, RepErrUnknown = 0x80000006;
     public const ushort CmdRead = 0, CmdWrite = 1, CmdDisc = 2, CmdFlush = 3, CmdTrim = 4, CmdCache = 5, CmdWriteZeroes = 6, CmdBlockStatus = 7;
-    public const ushort FlagFua = 1, FlagDf = 4;
+    public const ushort FlagFua = 1, FlagDf = 4, FlagReqOne = 8;
     public const ushort TxReadOnly = 1 << 1;
-    public const uint EPERM = 1, EINVAL = 22, ENOSPC = 28;
+    public const uint EPERM = 1, EIO = 5, EINVAL = 22, ENOSPC = 28;
 
     private readonly Socket _socket;
     private readonly NetworkStream _stream;
@@ -114,7 +118,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
     }
 
     /// <summary>A well-behaved fixed-newstyle handshake ending in NBD_OPT_GO; throws if the export is refused.</summary>
-    public async Task GoAsync(string export, bool structured = true)
+    public async Task GoAsync(string export, bool structured = true, bool blockStatus = false)
     {
         await ReadGreetingAsync();
         await SendClientFlagsAsync(3);
@@ -124,6 +128,12 @@ internal sealed class RawNbdClient : IAsyncDisposable
             var sr = await ReadOptionReplyAsync();
             if (sr.Type != RepAck) throw new InvalidDataException($"structured replies refused: 0x{sr.Type:x}");
             Structured = true;
+        }
+        if (blockStatus)
+        {
+            await SendOptionAsync(OptSetMetaContext, MetaContextData(export, "base:allocation"));
+            var replies = await ReadOptionRepliesAsync();
+            if (replies.Count != 2 || replies[0].Type != RepMetaContext) throw new InvalidDataException("base:allocation refused");
         }
         await SendOptionAsync(OptGo, GoData(export));
         foreach (var (_, type, payload) in await ReadOptionRepliesAsync())
@@ -136,6 +146,25 @@ internal sealed class RawNbdClient : IAsyncDisposable
             else if (type != RepInfo && type != RepAck)
                 throw new InvalidDataException($"NBD_OPT_GO '{export}' refused: 0x{type:x} {Encoding.UTF8.GetString(payload)}");
         }
+    }
+
+    /// <summary>The data of NBD_OPT_SET_META_CONTEXT: export name, then the queries.</summary>
+    public static byte[] MetaContextData(string export, params string[] queries)
+    {
+        var m = new MemoryStream();
+        var n = new byte[4];
+        void Str(string s)
+        {
+            byte[] b = Encoding.UTF8.GetBytes(s);
+            BinaryPrimitives.WriteUInt32BigEndian(n, (uint)b.Length);
+            m.Write(n);
+            m.Write(b);
+        }
+        Str(export);
+        BinaryPrimitives.WriteUInt32BigEndian(n, (uint)queries.Length);
+        m.Write(n);
+        foreach (var q in queries) Str(q);
+        return m.ToArray();
     }
 
     public static byte[] Request(ushort flags, ushort type, ulong cookie, ulong offset, uint length, uint magic = RequestMagic)
@@ -176,6 +205,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
         byte[]? buffer = null;
         uint err = 0;
         string message = "";
+        var extents = new List<(uint, uint)>();
         while (true)
         {
             var h = await ReadExactlyAsync(16);
@@ -190,6 +220,9 @@ internal sealed class RawNbdClient : IAsyncDisposable
                 buffer ??= new byte[total];
                 payload.AsSpan(8).CopyTo(buffer.AsSpan(0)); // this server sends one chunk per read, at the request's offset
             }
+            else if (type == 5) // BLOCK_STATUS: context id, then (length, flags) pairs
+                for (int i = 4; i + 8 <= payload.Length; i += 8)
+                    extents.Add((BinaryPrimitives.ReadUInt32BigEndian(payload.AsSpan(i)), BinaryPrimitives.ReadUInt32BigEndian(payload.AsSpan(i + 4))));
             else if (type >= 0x8000)
             {
                 err = BinaryPrimitives.ReadUInt32BigEndian(payload);
@@ -199,7 +232,9 @@ internal sealed class RawNbdClient : IAsyncDisposable
             if ((flags & 1) != 0)
             {
                 _reads.Remove(cookie);
-                return new NbdReply(cookie, err, buffer ?? [], message);
+                var reply = new NbdReply(cookie, err, buffer ?? [], message);
+                reply.Extents.AddRange(extents);
+                return reply;
             }
             // More chunks follow: read them with the same magic first.
             uint next = BinaryPrimitives.ReadUInt32BigEndian(await ReadExactlyAsync(4));
