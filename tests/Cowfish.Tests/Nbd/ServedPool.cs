@@ -142,6 +142,9 @@ internal sealed partial class ServedPool : IDisposable
     public void AssertCheckClean()
     {
         Assert.False(Running, "stop the server before checking the pool");
+        // With a server alive (a --stdio one a client started, say), check would be forwarded to it
+        // instead of opening the pool itself; a server that stopped cleanly removed its socket.
+        Assert.False(File.Exists(PoolPath + ".ctl"), "a server still holds the pool (its control socket exists)");
         var r = CliHarness.Run("check", PoolPath);
         Assert.True(r.Code == 0 && r.Out.StartsWith("clean:"), $"check failed (exit {r.Code}):\n{r.Out}{r.Err}");
     }
