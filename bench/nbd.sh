@@ -91,8 +91,10 @@ if [[ ! -f "$cowfish_dll" ]] || [[ -n "$(find "$here/src" -newer "$cowfish_dll" 
     (cd "$here" && dotnet build -c Release src/Cowfish.Cli >&2) || die "dotnet build failed"
 fi
 cowfish=("$here/scripts/cowfish")
-commit="$(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-subject="$(git -C "$here" log -1 --format=%s 2>/dev/null | cut -c1-80 || true)"
+# The engine commit is the last one that touched src/ (commits to bench/ or docs/ do not change it).
+commit="$(git -C "$here" log -1 --format=%h -- src 2>/dev/null || echo unknown)"
+subject="$(git -C "$here" log -1 --format=%s -- src 2>/dev/null | cut -c1-80 || true)"
+commit="$commit (checkout at $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
 [[ -z "$(git -C "$here" status --porcelain -- src 2>/dev/null)" ]] || commit="$commit (with uncommitted changes in src/)"
 
 # ---------------------------------------------------------------------------------------------
@@ -351,7 +353,7 @@ report="$here/bench/results/nbd-$(date -u +%Y%m%d-%H%M%S).md"
     echo "## NBD server: cowfish serve vs qemu-nbd and nbdkit"
     echo
     echo "- date: $start_utc; measurements took $(((end_time - start_time) / 60)) min $(((end_time - start_time) % 60)) s, the whole script $((SECONDS / 60)) min $((SECONDS % 60)) s"
-    echo "- cowfish: commit $commit (\"$subject\"), Release build"
+    echo "- cowfish: engine commit $commit: \"$subject\", Release build"
     echo "- command: \`$cmdline\` (as root)"
     echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1e6 }' /proc/meminfo) RAM, kernel $(uname -r); scratch on $fstype ($(df --output=source "$work" | tail -1)); load average $load_start at the start, $load_end at the end"
     echo "- clients: $(nbdcopy --version | head -1), $(fio --version), $(qemu-img --version | head -1 | cut -d' ' -f1-3); servers: $(qemu-nbd --version | head -1), $(nbdkit --version)"
