@@ -18,6 +18,10 @@ internal sealed class ControlServer : IDisposable
     private readonly Socket _listener;
     private readonly Thread _acceptor;
     private readonly Action<string> _log;
+    // Guards _running; Dispose waits on it for commands in progress.
+    private readonly object _gate = new();
+    private int _running;
+    private bool _closed;
 
     public ControlServer(Pool pool, string poolPath, Action<string> log)
     {
@@ -42,7 +46,27 @@ internal sealed class ControlServer : IDisposable
             Socket client;
             try { client = _listener.Accept(); }
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { return; }
-            new Thread(() => Serve(client)) { IsBackground = true, Name = "control-client" }.Start();
+            lock (_gate)
+            {
+                if (_closed)
+                {
+                    client.Dispose();
+                    return;
+                }
+                _running++;
+            }
+            new Thread(() =>
+            {
+                try { Serve(client); }
+                finally
+                {
+                    lock (_gate)
+                    {
+                        _running--;
+                        Monitor.PulseAll(_gate);
+                    }
+                }
+            }) { IsBackground = true, Name = "control-client" }.Start();
         }
     }
 
@@ -85,10 +109,25 @@ internal sealed class ControlServer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Stops accepting and lets the commands in progress finish (for at most a minute, so that a
+    /// client that never sends its stdin cannot hold the server up forever).
+    /// </summary>
     public void Dispose()
     {
+        lock (_gate)
+        {
+            if (_closed) return;
+            _closed = true;
+        }
         _listener.Dispose();
         _acceptor.Join();
+        lock (_gate)
+        {
+            if (_running > 0) _log($"control: waiting for {_running} command(s) in progress");
+            var deadline = DateTime.UtcNow.AddMinutes(1);
+            while (_running > 0 && DateTime.UtcNow < deadline) Monitor.Wait(_gate, 200);
+        }
         try { File.Delete(SocketPath); }
         catch (IOException) { }
     }

@@ -40,7 +40,9 @@ internal static class ServeCommand
         IPEndPoint? tcp = a.Option("--listen") is { } l ? ParseEndpoint(l) : null;
         string? unix = a.Option("--socket") is { } s ? io.HostPath(s) : null;
         if (stdio && (tcp is not null || unix is not null)) throw new UsageException("--stdio serves one client on stdin/stdout; it does not listen");
-        if (!stdio && tcp is null && unix is null) tcp = new IPEndPoint(IPAddress.Loopback, 10809);
+        // Socket activation (systemd, or libnbd's `[ CMD ]`): serve on the inherited sockets.
+        var inherited = stdio ? [] : NbdServer.InheritedSockets();
+        if (!stdio && tcp is null && unix is null && inherited.Count == 0) tcp = new IPEndPoint(IPAddress.Loopback, 10809);
         if (stdio && io.In is null) throw new UsageException("--stdio needs standard input");
 
         var errGate = new object();
@@ -52,7 +54,7 @@ internal static class ServeCommand
         using var fs = io.Pools.OpenFiles(poolPath);
         var options = new NbdServerOptions { ReadOnly = a.Has("--read-only"), CreateSize = create, Log = Log, Workers = workers };
         var server = new NbdServer(fs, options);
-        using var control = new ControlServer(fs.Pool, poolPath, Log);
+        var control = new ControlServer(fs.Pool, poolPath, Log);
         using var stop = new ManualResetEventSlim();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, Stop);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Stop);
@@ -65,6 +67,11 @@ internal static class ServeCommand
 
         try
         {
+            foreach (var socket in inherited)
+            {
+                server.Listen(socket);
+                Log($"listening on an inherited socket ({socket.AddressFamily})");
+            }
             if (tcp is not null) Log($"listening on {server.ListenTcp(tcp)}");
             if (unix is not null)
             {
@@ -72,10 +79,12 @@ internal static class ServeCommand
                 Log($"listening on unix:{unix}");
             }
         }
-        catch (System.Net.Sockets.SocketException e)
+        catch (Exception e)
         {
+            control.Dispose();
             server.Stop();
-            throw new InvalidRequestException($"cannot listen: {e.Message}");
+            if (e is System.Net.Sockets.SocketException) throw new InvalidRequestException($"cannot listen: {e.Message}");
+            throw;
         }
         Log($"control socket {control.SocketPath}");
         if (stdio)
@@ -89,6 +98,8 @@ internal static class ServeCommand
             t.Start();
         }
         stop.Wait();
+        // Commands running for control clients finish first (they use the pool), then NBD clients.
+        control.Dispose();
         server.Stop();
         fs.Flush();
         Log("stopped; every acknowledged write is durable");

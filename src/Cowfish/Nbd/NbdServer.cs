@@ -66,6 +66,28 @@ public sealed class NbdServer : IDisposable
     }
 
     /// <summary>
+    /// Serves clients that connect to a socket already listening, such as one inherited through
+    /// systemd socket activation (the way libnbd's <c>[ CMD ]</c> and nbdkit start a server).
+    /// </summary>
+    public void Listen(Socket listener) => StartAccepting(listener, tcp: listener.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6);
+
+    /// <summary>
+    /// The listening sockets passed by systemd socket activation (<c>LISTEN_PID</c> naming this
+    /// process, <c>LISTEN_FDS</c> sockets from fd 3), or none.
+    /// </summary>
+    public static IReadOnlyList<Socket> InheritedSockets()
+    {
+        if (Environment.GetEnvironmentVariable("LISTEN_PID") is not { } pid || pid != Environment.ProcessId.ToString()) return [];
+        if (!int.TryParse(Environment.GetEnvironmentVariable("LISTEN_FDS"), out int count) || count is < 1 or > 64) return [];
+        var result = new List<Socket>();
+        for (int fd = 3; fd < 3 + count; fd++) result.Add(new Socket(new SafeSocketHandle(fd, ownsHandle: true)));
+        // Children must not inherit them again.
+        Environment.SetEnvironmentVariable("LISTEN_PID", null);
+        Environment.SetEnvironmentVariable("LISTEN_FDS", null);
+        return result;
+    }
+
+    /// <summary>
     /// Deletes a socket file nobody listens on (left by a server that was killed); refuses to take
     /// over one that a live server still answers on.
     /// </summary>
@@ -174,7 +196,14 @@ public sealed class NbdServer : IDisposable
             if (_stopped) return;
             _stopped = true;
             _stopping = true;
-            foreach (var l in _listeners) l.Dispose();
+            foreach (var l in _listeners)
+            {
+                // shutdown() wakes a thread blocked in accept() on Linux; close() alone may not
+                // (an inherited socket is in blocking mode).
+                try { l.Shutdown(SocketShutdown.Both); }
+                catch (SocketException) { }
+                l.Dispose();
+            }
             foreach (var c in _connections) c.StopReading();
         }
         foreach (var t in _acceptors) t.Join();

@@ -342,10 +342,7 @@ public sealed class NbdClientTests(ITestOutputHelper output)
         p.AssertCheckClean();
     }
 
-    [Fact(Skip = "cowfish serve does not support systemd socket activation (LISTEN_PID/LISTEN_FDS, listening socket on fd 3), " +
-        "which is how nbdinfo/nbdcopy '[ CMD ]' and nbdkit-nbd-plugin command= start a server (libnbd 1.14 " +
-        "nbd_connect_systemd_socket_activation); today the server ignores fd 3 and listens on 127.0.0.1:10809, so the client " +
-        "waits for a greeting that never comes (with --stdio: 'recv: Connection reset by peer'). Unskip when serve accepts on an inherited socket.")]
+    [Fact]
     public async Task SocketActivationAsNbdinfoAndNbdcopyStartServers()
     {
         using var p = ServedPool.Create(output, "vm");
