@@ -52,6 +52,8 @@ internal static class ServeCommand
         }
 
         using var fs = io.Pools.OpenFiles(poolPath);
+        // Background collections only while serving: a blocking full collection would stall every client.
+        System.Runtime.GCSettings.LatencyMode = System.Runtime.GCLatencyMode.SustainedLowLatency;
         var options = new NbdServerOptions { ReadOnly = a.Has("--read-only"), CreateSize = create, Log = Log, Workers = workers };
         var server = new NbdServer(fs, options);
         var control = new ControlServer(fs.Pool, poolPath, Log);

@@ -181,13 +181,29 @@ public sealed partial class FileSystem
     /// <summary>
     /// Blocks freed by commits that did not wait become reusable only once a commit is durable. A
     /// writer that never flushes would make the pool grow without bound, so once the freed blocks
-    /// waiting for durability pass an eighth of the pool (and 64 MiB), a write makes them durable.
+    /// waiting for durability pass a quarter of the pool (and 256 MiB), a flush makes them durable.
     /// </summary>
     private void BoundPendingFrees()
     {
         ulong pending = Pool.Space.PendingBlocks;
-        if (pending > 16_384 && pending > Pool.Space.TotalBlocks / 8) Pool.Flush();
+        if (pending <= 65_536 || pending <= Pool.Space.TotalBlocks / 4) return;
+        // Past half the pool the writer waits for the flush; before that, the flush runs in the
+        // background. A flush writes back everything the page cache holds for the pool, and writes
+        // issued meanwhile slow down, so flushes are kept rare: the price is a pool up to a quarter
+        // larger under a long stream of overwrites that no client ever flushes.
+        if (pending > Pool.Space.TotalBlocks / 2) Pool.Flush();
+        else if (Interlocked.Exchange(ref _backgroundFlush, 1) == 0)
+        {
+            new Thread(() =>
+            {
+                try { Pool.Flush(); }
+                catch (CowfishException) { } // the pool is failed now; the next caller hears of it
+                finally { Volatile.Write(ref _backgroundFlush, 0); }
+            }) { IsBackground = true, Name = "cowfish-flush" }.Start();
+        }
     }
+
+    private int _backgroundFlush;
 
     /// <summary>A mapping waiting for its transaction.</summary>
     internal sealed class MapRequest(VolumeRecord rec, ulong ino, List<(ulong Block, Extent Extent)> fresh, (ulong From, ulong To)? unmap,
@@ -229,6 +245,8 @@ public sealed partial class FileSystem
         public int Deferred;
         // Deferred requests ever queued, and ever finished; they finish in queue order.
         public long Enqueued, Finished;
+        // Admission tickets for deferred writers: the next to hand out, and the next to admit.
+        public long NextTicket, Admitted;
         // The background mapper, and whether it has been handed the lead.
         public Thread? MapperThread;
         public bool MapperWanted;
@@ -282,7 +300,12 @@ public sealed partial class FileSystem
         var q = Queue;
         lock (q.Gate)
         {
-            while (q.Deferred >= MaxDeferred) Monitor.Wait(q.Gate);
+            // Writers are admitted in arrival order: when the queue is full, a writer that waits is
+            // not overtaken by later ones (which would starve it for many batches).
+            long ticket = q.NextTicket++;
+            while (q.Deferred >= MaxDeferred || ticket != q.Admitted) Monitor.Wait(q.Gate);
+            q.Admitted++;
+            Monitor.PulseAll(q.Gate);
             Pool.ThrowIfUnusable();
             q.Queue.Add(request);
             request.Queued = true;
