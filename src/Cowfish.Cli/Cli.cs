@@ -23,6 +23,7 @@ internal static class Cli
         .. DataCommands.All,
         .. SharingCommands.All,
         .. TransferCommands.All,
+        .. StreamCommands.All,
     ];
 
     public static int Run(string[] argv, TextWriter stdout, TextWriter stderr) => Run(argv, new Io(stdout, stderr));

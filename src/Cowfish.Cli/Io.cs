@@ -5,5 +5,6 @@ namespace Cowfish.Cli;
 /// null when the caller has none (in-process tests): verbs that need stdin then fail with a usage
 /// error, and <c>cat</c> writes UTF-8 text to <see cref="Out"/> instead. <see cref="ShowProgress"/> is
 /// set only when stderr is a terminal, so that scripts and logs never see progress bars.
+/// <see cref="OutIsTerminal"/> lets verbs that write binary streams (<c>send</c>) refuse a terminal.
 /// </summary>
-internal sealed record Io(TextWriter Out, TextWriter Err, Stream? In = null, Stream? BinaryOut = null, bool ShowProgress = false);
+internal sealed record Io(TextWriter Out, TextWriter Err, Stream? In = null, Stream? BinaryOut = null, bool ShowProgress = false, bool OutIsTerminal = false);

@@ -47,7 +47,7 @@ public static class SendStream
     {
         var rec = FileSystem.GetVolume(rt, name);
         if (!rec.ReadOnly)
-            throw new InvalidRequestException($"'{name}' is not a read-only snapshot; only read-only snapshots can be sent (take one with Snapshot(..., readOnly: true))");
+            throw new InvalidRequestException($"'{name}' is not a read-only snapshot; only read-only snapshots can be sent (take a read-only snapshot of it first)");
         return rec;
     }
 }
