@@ -189,6 +189,36 @@ public sealed class SendReceiveTests
     }
 
     [Fact]
+    public void IncrementalSendsClonesOfParentFilesAsClones()
+    {
+        using var a = NewFs();
+        using var b = NewFs();
+        a.CreateVolume("v");
+        a.CreateFile("v/base");
+        a.Write("v/base", 0, Bytes(4 << 20, 13));
+        a.CreateFile("v/other");
+        a.Write("v/other", 0, Bytes(1 << 20, 14));
+        a.Snapshot("v", "s1", readOnly: true);
+        Receive(b, Send(a, "s1"));
+        // New files cloned from parent files: one as is, one changed after the clone, and one cloned
+        // from a file that this very step also rewrites (the receiver must not clone the new data).
+        a.Clone("v/base", "v/vm1");
+        a.Clone("v/base", "v/vm2");
+        a.Write("v/vm2", 8192, Bytes(4096, 15));
+        a.Clone("v/other", "v/vm3");
+        a.Write("v/other", 0, Bytes(1 << 20, 16));
+        a.Snapshot("v", "s2", readOnly: true);
+        var stream = Send(a, "s2", "s1");
+        Receive(b, stream);
+        VolumeCompare.AssertSame(a, "s2", b, "s2");
+        // vm1 and vm2 come as clones of base; other's new data is sent once, vm3 as data or a clone of it.
+        Assert.True(stream.Length < (1 << 20) * 2 + (64 << 10), $"stream of {stream.Length} bytes");
+        var u = b.Usage("s2/vm2");
+        Assert.True(u.SharedBytes >= (4 << 20) - 8192, $"vm2 shares {u.SharedBytes} bytes");
+        TreeModel.AssertClean(b.Pool, "after clones of parent files");
+    }
+
+    [Fact]
     public void IncrementalStreamCostsTheChangedBytes()
     {
         using var a = NewFs();

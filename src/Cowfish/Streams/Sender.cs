@@ -32,12 +32,21 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
     private readonly Dictionary<ulong, List<Piece>> _sentExtents = new();
     private readonly Dictionary<ulong, ulong> _sentRoots = new();
 
+    // Incremental streams only: files of the parent by extent root and by first disk extent, built
+    // on first need, to send a new file that is a clone of a parent file as CLONE_FILE (plus its
+    // changes since); and the inodes this stream has already changed, which can no longer be sources.
+    private const ulong MaxParentInodesForOrigins = 65_536;
+    private TreeReader? _parentTree;
+    private Dictionary<ulong, (ulong Ino, BlockRef Root)>? _parentRoots, _parentFirst;
+    private readonly HashSet<ulong> _touched = new();
+
     public long DataBytes { get; private set; }
     public long ClonedBytes { get; private set; }
 
     public void Run(VolumeRecord snap, VolumeRecord? parent)
     {
         var now = rt.Tree(snap.Tree);
+        _parentTree = parent is null ? null : rt.Tree(parent.Tree);
         Begin(snap, parent);
         IEnumerable<TreeChange> changes = parent is null
             ? now.Scan().Select(kv => new TreeChange(kv.Key, null, kv.Value))
@@ -91,6 +100,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
             case FileKeys.Inode when k.Length == 9:
             {
                 ulong ino = BinaryPrimitives.ReadUInt64BigEndian(k.AsSpan(1));
+                _touched.Add(ino);
                 if (c.New is null)
                 {
                     var p = new PayloadWriter(w.Payload);
@@ -103,7 +113,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
                 if (inode.Type == FileType.File)
                 {
                     var old = c.Old is null ? null : Inode.Decode(c.Old, 0, ino);
-                    SendData(ino, old is { Type: FileType.File } ? old.Extents : BlockRef.None, inode.Extents);
+                    SendData(ino, old is { Type: FileType.File } ? old.Extents : BlockRef.None, inode.Extents, isNew: old is null);
                 }
                 break;
             }
@@ -162,7 +172,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
 
     // --- file data ------------------------------------------------------------------------
 
-    private void SendData(ulong ino, BlockRef oldRoot, BlockRef newRoot)
+    private void SendData(ulong ino, BlockRef oldRoot, BlockRef newRoot, bool isNew)
     {
         if (oldRoot == newRoot) return; // the same tree: the same data
         if (newRoot.IsNone)
@@ -173,13 +183,18 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
         if (_sentRoots.TryGetValue(newRoot.Address, out ulong src) && src != ino)
         {
             // A whole-file clone of a file this stream already carried: share its whole tree, O(1).
-            var p = new PayloadWriter(w.Payload);
-            p.U64(ino);
-            p.U64(src);
-            Emit(RecordType.CloneFile, p.Length);
+            CloneFile(ino, src);
             return;
         }
         var now = new TreeReader(pool.Store, newRoot, TreeKind.FileExtents);
+        if (isNew && TryParentOrigin(newRoot, now, out ulong origin, out var originRoot))
+        {
+            // A new file cloned from a parent file that the receiver still holds as in the parent:
+            // share that file's data, then send only the changes since (none for an unchanged clone).
+            CloneFile(ino, origin);
+            if (originRoot == newRoot) { _sentRoots[newRoot.Address] = ino; return; }
+            oldRoot = originRoot;
+        }
         IEnumerable<TreeChange> diff = oldRoot.IsNone
             ? now.Scan().Select(kv => new TreeChange(kv.Key, null, kv.Value))
             : TreeDiff.Diff(new TreeReader(pool.Store, oldRoot, TreeKind.FileExtents), now);
@@ -250,6 +265,64 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
             if (_punchTo > _punchFrom) s.Punch(ino, _punchFrom, _punchTo - _punchFrom);
             _punchFrom = _punchTo = 0;
         }
+    }
+
+    private void CloneFile(ulong ino, ulong src)
+    {
+        var p = new PayloadWriter(w.Payload);
+        p.U64(ino);
+        p.U64(src);
+        Emit(RecordType.CloneFile, p.Length);
+    }
+
+    /// <summary>
+    /// The parent file a new file was probably cloned from: one with the very same extent tree, or
+    /// else one whose first record names the same disk extent. Only files this stream has not
+    /// changed yet qualify: the receiver holds them as they were in the parent. A wrong guess costs
+    /// only a larger diff, never a wrong result. The parent's files are indexed once per stream,
+    /// and only when the parent has at most <see cref="MaxParentInodesForOrigins"/> inode numbers,
+    /// so that the index never costs more than a bounded scan.
+    /// </summary>
+    private bool TryParentOrigin(BlockRef root, TreeReader tree, out ulong origin, out BlockRef originRoot)
+    {
+        origin = 0;
+        originRoot = BlockRef.None;
+        if (_parentTree is null) return false;
+        if (_parentRoots is null)
+        {
+            _parentRoots = new();
+            _parentFirst = new();
+            if (!_parentTree.TryGet(FileKeys.HeaderKey, out var h) || h.Length != 8 || BinaryPrimitives.ReadUInt64LittleEndian(h) > MaxParentInodesForOrigins)
+                return false;
+            foreach (var kv in _parentTree.Scan([FileKeys.Inode], [FileKeys.Inode + 1]))
+            {
+                ulong ino = BinaryPrimitives.ReadUInt64BigEndian(kv.Key.AsSpan(1));
+                var r = Inode.ExtentRootOf(kv.Value);
+                if (r.IsNone) continue;
+                _parentRoots.TryAdd(r.Address, (ino, r));
+                if (FirstDiskExtent(new TreeReader(pool.Store, r, TreeKind.FileExtents)) is { } first) _parentFirst!.TryAdd(first, (ino, r));
+            }
+        }
+        if (_parentRoots.TryGetValue(root.Address, out var hit) && hit.Root == root && !_touched.Contains(hit.Ino))
+        {
+            (origin, originRoot) = hit;
+            return true;
+        }
+        if (FirstDiskExtent(tree) is { } disk && _parentFirst!.TryGetValue(disk, out hit) && !_touched.Contains(hit.Ino))
+        {
+            (origin, originRoot) = hit;
+            return true;
+        }
+        return false;
+    }
+
+    private static ulong? FirstDiskExtent(TreeReader tree)
+    {
+        var c = tree.Cursor();
+        c.First();
+        if (!c.Valid) return null;
+        var e = Extent.Decode(c.Value, 0);
+        return e.Unwritten ? null : e.DiskStart;
     }
 
     private void Punch(ulong ino, ulong block, ulong count)
