@@ -159,6 +159,38 @@ public sealed class SendReceiveTests
     }
 
     [Fact]
+    public void AParentThatDiffersOnTheReceiverIsRefused()
+    {
+        using var a = NewFs();
+        using var b = NewFs();
+        Populate(a, "v");
+        a.Snapshot("v", "s1", readOnly: true);
+        a.CreateFile("v/new");
+        a.Snapshot("v", "s2", readOnly: true);
+        var inc = Send(a, "s2", "s1");
+        // An impostor: a read-only snapshot here that claims to have been received from s1, with other content.
+        Populate(b, "w");
+        b.CreateFile("w/extra");
+        b.Snapshot("w", "imp", readOnly: true);
+        Guid s1 = a.ListVolumes().Single(v => v.Name == "s1").Id;
+        using (var tx = b.Pool.BeginWrite())
+        {
+            var dir = FileSystem.VolumeDirectory(tx);
+            var rec = FileSystem.GetVolume(tx, dir, "imp");
+            tx.Put(dir, VolumeRecord.Key("imp"), (rec with { Received = s1 }).Encode());
+            tx.Commit();
+        }
+        var e = Assert.Throws<InvalidRequestException>(() => Receive(b, inc));
+        Assert.Contains("differs", e.Message);
+        Assert.Null(ReceiveStream.Pending(b));
+        // With the genuine parent present too, the genuine one is used.
+        Receive(b, Send(a, "s1"));
+        Receive(b, inc);
+        VolumeCompare.AssertSame(a, "s2", b, "s2");
+        TreeModel.AssertClean(b.Pool, "after the impostor");
+    }
+
+    [Fact]
     public void ClonesStayClonesAndTheStreamIsSmallerThanTheData()
     {
         using var a = NewFs();

@@ -101,11 +101,13 @@ internal sealed class Receiver(FileSystem fs, ReceiveOptions options)
         Guid parentVolume = Guid.Empty;
         if (b.Incremental)
         {
-            var parent = FindParent(rt, volumes, b.Parent)
-                ?? throw new InvalidRequestException($"the stream is incremental from snapshot {b.Parent}, which is not on this pool (receive its parent first)");
-            uint fp = Sender.Fingerprint(rt.Tree(parent.Tree));
-            if (fp != b.ParentFingerprint)
-                throw new InvalidRequestException($"the parent snapshot '{parent.Name}' differs from the sender's ({b.Parent}): fingerprint 0x{fp:X8}, the stream expects 0x{b.ParentFingerprint:X8}");
+            // A snapshot received from the parent, or the parent itself (a stream into its own pool).
+            var candidates = volumes.Where(v => v.ReadOnly && (v.Received == b.Parent || v.StreamIdentity == b.Parent)).ToList();
+            if (candidates.Count == 0)
+                throw new InvalidRequestException($"the stream is incremental from snapshot {b.Parent}, which is not on this pool (receive its parent first)");
+            var parent = candidates.FirstOrDefault(v => Sender.Fingerprint(rt.Tree(v.Tree)) == b.ParentFingerprint)
+                ?? throw new InvalidRequestException($"the parent snapshot '{candidates[0].Name}' differs from the sender's ({b.Parent}): "
+                    + $"fingerprint 0x{Sender.Fingerprint(rt.Tree(candidates[0].Tree)):X8}, the stream expects 0x{b.ParentFingerprint:X8}");
             parentVolume = parent.Id;
         }
         return new ReceiveState(b.Incremental, b.Snapshot, b.Parent, parentVolume, default, b.CreatedNs, name, 0, 0, 0);
@@ -113,10 +115,6 @@ internal sealed class Receiver(FileSystem fs, ReceiveOptions options)
 
     private static List<VolumeRecord> AllVolumes(ReadTransaction rt) =>
         rt.TryGetNamedTree(VolumeRecord.DirectoryName, out var dir) ? rt.Scan(dir).Select(kv => VolumeRecord.Decode(kv.Key, kv.Value)).ToList() : [];
-
-    /// <summary>The read-only snapshot that is the stream's parent here: one received from it, or the very snapshot (a send into its own pool).</summary>
-    private static VolumeRecord? FindParent(ReadTransaction rt, List<VolumeRecord> volumes, Guid parent) =>
-        volumes.FirstOrDefault(v => v.ReadOnly && v.Received == parent) ?? volumes.FirstOrDefault(v => v.ReadOnly && v.StreamIdentity == parent);
 
     private ReceiveResult Loop(RecordReader reader, ReceiveState state, bool resumed, bool created)
     {
