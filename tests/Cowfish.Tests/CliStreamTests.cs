@@ -65,6 +65,13 @@ public sealed class CliStreamTests : IDisposable
         Assert.Contains("sent s1", send.Err);
         Assert.Contains("received s1", Ok("receive", b, "-i", P("s1.stream")));
         AssertSameVolume(a, "s1", b, "s1");
+        using (var doc = System.Text.Json.JsonDocument.Parse(Ok("volume", "list", b, "--json")))
+        using (var src = System.Text.Json.JsonDocument.Parse(Ok("volume", "list", a, "--json")))
+        {
+            var s1Id = src.RootElement.EnumerateArray().Single(v => v.GetProperty("name").GetString() == "s1").GetProperty("id").GetGuid();
+            var got = doc.RootElement.EnumerateArray().Single().GetProperty("received_from").GetGuid();
+            Assert.Equal(s1Id, got);
+        }
         // Incremental, through stdout and stdin.
         Assert.Equal(0, RunIo(SendReceiveTests.Bytes(100, 5), "write", a, "v/a", "8192").Code);
         File.WriteAllBytes(P("patch"), SendReceiveTests.Bytes(5000, 2));
