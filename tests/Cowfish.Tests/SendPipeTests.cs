@@ -67,7 +67,17 @@ public sealed class SendPipeTests(ITestOutputHelper output)
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
-    public async Task SendPipedIntoReceiveWhileTheSourceChanges(bool samePool)
+    public Task SendPipedIntoReceiveWhileTheSourceChanges(bool samePool) => Rounds(samePool, 4);
+
+    [Fact]
+    [Trait("Category", "Stress")]
+    public async Task SendPipedIntoReceiveWhileTheSourceChangesLong()
+    {
+        await Rounds(true, 30);
+        await Rounds(false, 30);
+    }
+
+    private async Task Rounds(bool samePool, int rounds)
     {
         using var a = SendReceiveTests.NewFs();
         using var other = samePool ? null : SendReceiveTests.NewFs();
@@ -80,7 +90,7 @@ public sealed class SendPipeTests(ITestOutputHelper output)
         {
             Pipe(a, "s1", null, b, "r1");
             VolumeCompare.AssertSame(a, "s1", b, "r1", "full");
-            for (int i = 2; i <= 4; i++)
+            for (int i = 2; i <= rounds; i++)
             {
                 Thread.Sleep(50);
                 a.Snapshot("v", $"s{i}", readOnly: true);
