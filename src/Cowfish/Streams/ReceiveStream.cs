@@ -16,7 +16,9 @@ public static class ReceiveStream
     /// Reads one stream from <paramref name="input"/> and publishes the snapshot it carries. An
     /// incremental stream needs its parent here: a read-only snapshot received from (or being) the
     /// sender's parent, with the same content; it is refused otherwise. Errors in the stream throw
-    /// <see cref="InvalidStreamException"/> with the input offset of the bad record.
+    /// <see cref="InvalidStreamException"/> with the input offset of the bad record. The input must
+    /// end right after the END record (it is read to its end, to refuse trailing bytes); the caller
+    /// owns it, and it is not disposed.
     /// </summary>
     public static ReceiveResult Apply(FileSystem fs, Stream input, ReceiveOptions? options = null)
     {

@@ -15,7 +15,9 @@ public static class SendStream
     /// <paramref name="parent"/>, as the changes since that snapshot. An incremental stream costs
     /// O(changes): the volume trees and each changed file's extent tree are compared with a diff that
     /// skips shared subtrees. File data shared within the stream goes as clone records.
-    /// Both snapshots must be read-only (<see cref="InvalidRequestException"/> otherwise).
+    /// Both snapshots must be read-only (<see cref="InvalidRequestException"/> otherwise). The caller
+    /// owns <paramref name="output"/>: it is flushed after the END record, not closed (a receiver
+    /// at the other end of a pipe waits for it to be closed).
     /// </summary>
     public static SendResult Write(FileSystem fs, string snapshot, string? parent, Stream output, SendOptions? options = null)
     {
