@@ -104,6 +104,26 @@ public sealed class SendReceiveTests
     }
 
     [Fact]
+    public void SendRefusesToCarryDataThatWentBadOnDisk()
+    {
+        var mem = new MemoryDevice();
+        using var a = new FileSystem(Pool.Create(mem), ownsPool: true);
+        a.CreateVolume("v");
+        a.CreateFile("v/f");
+        var data = Bytes(64 << 10, 21);
+        a.Write("v/f", 0, data);
+        a.Snapshot("v", "s", readOnly: true);
+        a.Flush();
+        // Find the file's third block on the device and flip one bit of it.
+        var image = mem.ToArray();
+        int at = image.AsSpan().IndexOf(data.AsSpan(8192, 64));
+        Assert.True(at > 0 && at % 4096 == 0, "the block was not found on the device");
+        mem.Write(at + 100, [(byte)(image[at + 100] ^ 1)]);
+        var e = Assert.Throws<CorruptionException>(() => Send(a, "s"));
+        Assert.Contains("checksum", e.Message);
+    }
+
+    [Fact]
     public void SendRefusesWritableVolumes()
     {
         using var a = NewFs();
