@@ -59,6 +59,48 @@ public sealed class ResumeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void CrcsOfBlocksCombineLikeTheBytes()
+    {
+        var rng = new Random(3);
+        foreach (int n in new[] { 0, 1, 20, 4095, 4096, 10_000 })
+        {
+            var a = new byte[n];
+            var b = new byte[4096];
+            rng.NextBytes(a);
+            rng.NextBytes(b);
+            uint whole = Cowfish.Format.Crc32C.Compute([.. a, .. b]);
+            Assert.Equal(whole, Crc32CBlocks.Append(Cowfish.Format.Crc32C.Compute(a), Cowfish.Format.Crc32C.Compute(b)));
+            uint state = Cowfish.Format.Crc32C.Update(0xFFFFFFFFu, a);
+            Assert.Equal(whole, ~Crc32CBlocks.AppendToState(state, Cowfish.Format.Crc32C.Compute(b)));
+        }
+    }
+
+    [Fact]
+    public void AResumedSendDoesNotReadTheDataItSkips()
+    {
+        using var a = Source(out var full);
+        using var b = SendReceiveTests.NewFs();
+        Assert.Throws<InvalidStreamException>(() => ReceiveStream.Apply(b, new MemoryStream(full[..(full.Length * 4 / 5)]), Small));
+        var token = ReceiveStream.Pending(b)!.ResumeToken;
+        a.Flush();
+        var image = ((MemoryDevice)a.Pool.Device).ToArray();
+        long ReadsOf(SendOptions? options)
+        {
+            var dev = new CountingDevice(MemoryDevice.FromImage(image));
+            using var fs = new FileSystem(Pool.Open(dev), ownsPool: true);
+            long before = dev.BytesRead;
+            SendStream.Write(fs, "s1", null, Stream.Null, options);
+            return dev.BytesRead - before;
+        }
+        long fullReads = ReadsOf(null), resumedReads = ReadsOf(new SendOptions { ResumeToken = token });
+        output.WriteLine($"full send read {fullReads} bytes, the resumed one {resumedReads}");
+        Assert.True(resumedReads < fullReads / 2, $"the resumed send read {resumedReads} bytes, the full one {fullReads}");
+        var rest = SendReceiveTests.Send(a, "s1", null, new SendOptions { ResumeToken = token });
+        ReceiveStream.Apply(b, new MemoryStream(rest), Small);
+        VolumeCompare.AssertSame(a, "s1", b, "s1");
+    }
+
+    [Fact]
     public void ResumingTwiceAndResumingAnIncrementalWork()
     {
         using var a = Source(out var full);

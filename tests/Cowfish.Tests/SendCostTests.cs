@@ -1,6 +1,7 @@
 using Cowfish.Devices;
 using Cowfish.Files;
 using Cowfish.Streams;
+using Cowfish.Tests.Support;
 using Cowfish.Transactions;
 using Xunit;
 using Xunit.Abstractions;
@@ -13,17 +14,6 @@ namespace Cowfish.Tests;
 /// </summary>
 public sealed class SendCostTests(ITestOutputHelper output)
 {
-    private sealed class CountingDevice(IBlockDevice inner) : IBlockDevice
-    {
-        public long Reads, BytesRead;
-        public long Length => inner.Length;
-        public void Read(long offset, Span<byte> buffer) { Interlocked.Increment(ref Reads); Interlocked.Add(ref BytesRead, buffer.Length); inner.Read(offset, buffer); }
-        public void Write(long offset, ReadOnlySpan<byte> buffer) => inner.Write(offset, buffer);
-        public void Flush() => inner.Flush();
-        public void SetLength(long length) => inner.SetLength(length);
-        public void Dispose() => inner.Dispose();
-    }
-
     private static (long Reads, long Bytes, long Stream) Measure(byte[] image, string snap, string? parent)
     {
         var dev = new CountingDevice(MemoryDevice.FromImage(image));

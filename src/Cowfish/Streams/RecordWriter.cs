@@ -66,6 +66,31 @@ internal sealed class RecordWriter : IDisposable
         Sequence++;
     }
 
+    /// <summary>
+    /// Frames, without writing it, a record before the resume point whose payload is
+    /// <paramref name="fields"/> followed by blocks known only by their CRC32Cs: the record's CRC and
+    /// the running CRC of the stream are extended block by block (<see cref="Crc32CBlocks"/>), so a
+    /// resumed send does not read the data it skips.
+    /// </summary>
+    public void EmitSkipped(RecordType type, ReadOnlySpan<byte> fields, ReadOnlySpan<uint> blockCrcs)
+    {
+        System.Diagnostics.Debug.Assert(Skipping, "only records before the resume point can be framed from their CRCs");
+        int length = fields.Length + blockCrcs.Length * StreamFormat.BlockSize;
+        Span<byte> head = stackalloc byte[StreamFormat.RecordHeaderSize];
+        BinaryPrimitives.WriteUInt32LittleEndian(head, (uint)length);
+        BinaryPrimitives.WriteUInt16LittleEndian(head[4..], (ushort)type);
+        BinaryPrimitives.WriteUInt16LittleEndian(head[6..], 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(head[8..], Sequence);
+        BinaryPrimitives.WriteUInt32LittleEndian(head[StreamFormat.CrcOffset..], 0);
+        uint record = Crc32C.Update(Crc32C.Update(0xFFFFFFFFu, head), fields);
+        foreach (uint c in blockCrcs) record = Crc32CBlocks.AppendToState(record, c);
+        BinaryPrimitives.WriteUInt32LittleEndian(head[StreamFormat.CrcOffset..], ~record);
+        _crc = Crc32C.Update(Crc32C.Update(_crc, head), fields);
+        foreach (uint c in blockCrcs) _crc = Crc32CBlocks.AppendToState(_crc, c);
+        Offset += StreamFormat.RecordHeaderSize + length;
+        Sequence++;
+    }
+
     private static void Frame(Span<byte> record, RecordType type, ulong seq, int length)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(record, (uint)length);

@@ -394,6 +394,18 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
     /// <summary>A WRITE record: the blocks are read from the device straight into the record and checked against their CRCs.</summary>
     private void Write(ulong ino, ulong block, Extent e, uint first, uint count)
     {
+        if (w.Skipping)
+        {
+            // Before the resume point: framed from the extent's block CRCs, the data is not read.
+            Span<byte> fields = stackalloc byte[20];
+            var f = new PayloadWriter(fields);
+            f.U64(ino);
+            f.U64(block);
+            f.U32(count);
+            w.EmitSkipped(RecordType.Write, fields, e.Crcs.AsSpan((int)first, (int)count));
+            progress?.Invoke(w.Offset);
+            return;
+        }
         var p = new PayloadWriter(w.Payload);
         p.U64(ino);
         p.U64(block);
