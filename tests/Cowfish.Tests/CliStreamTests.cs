@@ -113,6 +113,7 @@ public sealed class CliStreamTests : IDisposable
         Assert.Equal(ExitCodes.Error, r.Code);
         Assert.Contains("not on this pool", r.Err);
         Assert.Equal(0, Run("check", b).Code);
+        Assert.Equal(0, Run("check", a).Code);
     }
 
     [Fact]
@@ -160,5 +161,6 @@ public sealed class CliStreamTests : IDisposable
         Assert.Equal(ExitCodes.NotFound, Run("receive", "--abort", b).Code);
         Assert.Equal(ExitCodes.NotFound, Run("receive", "--token", b).Code);
         Assert.Equal(0, Run("check", b).Code);
+        Assert.Equal(0, Run("check", a).Code);
     }
 }

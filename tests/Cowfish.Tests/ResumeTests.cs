@@ -98,6 +98,7 @@ public sealed class ResumeTests(ITestOutputHelper output)
         var rest = SendReceiveTests.Send(a, "s1", null, new SendOptions { ResumeToken = token });
         ReceiveStream.Apply(b, new MemoryStream(rest), Small);
         VolumeCompare.AssertSame(a, "s1", b, "s1");
+        TreeModel.AssertClean(b.Pool, "after the resume");
     }
 
     [Fact]
@@ -144,6 +145,7 @@ public sealed class ResumeTests(ITestOutputHelper output)
         Assert.True(report.UsedBlocks < usedBefore + 20, $"{report.UsedBlocks} blocks used after the abort, {usedBefore} before");
         SendReceiveTests.Receive(b, full);
         VolumeCompare.AssertSame(a, "s1", b, "s1");
+        TreeModel.AssertClean(b.Pool, "after receiving again");
     }
 
     [Fact]

@@ -49,6 +49,7 @@ public sealed class SendCostTests(ITestOutputHelper output)
             fs.Rename("v/d3/f9", "v/d4/moved");
             fs.Snapshot("v", "s2", readOnly: true);
             fs.Flush();
+            TreeModel.AssertClean(fs.Pool, "the measured pool");
         }
         var image = mem.ToArray();
         var full = Measure(image, "s2", null);

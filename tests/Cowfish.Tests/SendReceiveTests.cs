@@ -121,6 +121,7 @@ public sealed class SendReceiveTests
         mem.Write(at + 100, [(byte)(image[at + 100] ^ 1)]);
         var e = Assert.Throws<CorruptionException>(() => Send(a, "s"));
         Assert.Contains("checksum", e.Message);
+        TreeModel.AssertClean(a.Pool, "after the refused send (check does not read data blocks)");
     }
 
     [Fact]
@@ -134,6 +135,7 @@ public sealed class SendReceiveTests
         Assert.Throws<InvalidRequestException>(() => Send(a, "w"));
         Assert.Throws<InvalidRequestException>(() => Send(a, "s", "v"));
         Assert.Throws<NotFoundException>(() => Send(a, "nope"));
+        TreeModel.AssertClean(a.Pool, "after the refusals");
     }
 
     [Fact]
@@ -176,6 +178,7 @@ public sealed class SendReceiveTests
         b.Snapshot("s18", "fake", readOnly: true);
         Assert.Throws<InvalidRequestException>(() => Receive(b, Send(a, "s20", "s19"), "again"));
         TreeModel.AssertClean(b.Pool, "after the chain");
+        TreeModel.AssertClean(a.Pool, "the sender after the chain");
     }
 
     [Fact]
@@ -208,6 +211,7 @@ public sealed class SendReceiveTests
         Receive(b, inc);
         VolumeCompare.AssertSame(a, "s2", b, "s2");
         TreeModel.AssertClean(b.Pool, "after the impostor");
+        TreeModel.AssertClean(a.Pool, "the sender");
     }
 
     [Fact]
@@ -238,6 +242,7 @@ public sealed class SendReceiveTests
         var whole = b.Usage("s/whole");
         Assert.Equal(whole.TotalBytes, whole.SharedBytes);
         TreeModel.AssertClean(b.Pool, "after receiving clones");
+        TreeModel.AssertClean(a.Pool, "the sender");
     }
 
     [Fact]
@@ -268,6 +273,7 @@ public sealed class SendReceiveTests
         var u = b.Usage("s2/vm2");
         Assert.True(u.SharedBytes >= (4 << 20) - 8192, $"vm2 shares {u.SharedBytes} bytes");
         TreeModel.AssertClean(b.Pool, "after clones of parent files");
+        TreeModel.AssertClean(a.Pool, "the sender");
     }
 
     [Fact]
@@ -294,6 +300,7 @@ public sealed class SendReceiveTests
         Receive(b, stream);
         VolumeCompare.AssertSame(a, "s2", b, "s2");
         TreeModel.AssertClean(b.Pool, "after the incremental");
+        TreeModel.AssertClean(a.Pool, "the sender");
     }
 
     [Fact]
