@@ -28,8 +28,8 @@ public sealed record ReceiveOptions
     /// <summary>File data applied per transaction (each transaction is a resume point).</summary>
     internal long BatchBytes { get; init; } = 8 << 20;
 
-    /// <summary>Records applied per transaction at most.</summary>
-    internal int BatchRecords { get; init; } = 4096;
+    /// <summary>Records applied per transaction at most: a batch is applied under the writer lock, so it stays a few milliseconds of work.</summary>
+    internal int BatchRecords { get; init; } = 1024;
 
     /// <summary>File data received between flushes that make the resume point durable.</summary>
     internal long FlushBytes { get; init; } = 256 << 20;
