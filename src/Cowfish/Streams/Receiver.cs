@@ -188,7 +188,11 @@ internal sealed class Receiver(FileSystem fs, ReceiveOptions options)
         if (sum != crc) throw new InvalidStreamException(reader.RecordOffset, $"stream checksum mismatch: the end record says 0x{sum:X8}, the stream gives 0x{crc:X8}");
     }
 
-    /// <summary>Decodes one command record; a WRITE's data goes to a reserved run at once, so the batch holds no data in memory.</summary>
+    /// <summary>
+    /// Decodes one command record; a WRITE's data goes to a reserved run at once, so the batch holds
+    /// no data in memory. (One case per record type, in the order of docs/send-stream.md, so the
+    /// method is long but reads like the format's table.)
+    /// </summary>
     private ReceiveCommand Parse(RecordReader reader, List<(ulong Disk, uint Count)> reserved)
     {
         var pr = new PayloadReader(reader.Payload, reader.RecordOffset);
