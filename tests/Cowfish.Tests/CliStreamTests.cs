@@ -93,6 +93,28 @@ public sealed class CliStreamTests : IDisposable
     }
 
     [Fact]
+    public async Task SendPipedIntoReceiveBetweenRealProcesses()
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "Cowfish.Cli.dll");
+        Assert.True(File.Exists(dll), dll);
+        string a = P("a.pool"), b = P("b.pool");
+        Source(a);
+        Ok("mkfs", b);
+        // The shell joins the two processes with a real pipe: binary stdout into binary stdin.
+        var psi = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add($"dotnet '{dll}' send '{a}' s1 | dotnet '{dll}' receive '{b}'; echo \"rc=${{PIPESTATUS[0]}},${{PIPESTATUS[1]}}\"");
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        string o = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        Assert.Contains("rc=0,0", o + await stderr);
+        Assert.Contains("received s1", o);
+        AssertSameVolume(a, "s1", b, "s1");
+        Assert.Equal(0, Run("check", b).Code);
+    }
+
+    [Fact]
     public void RefusalsHaveClearErrorsAndExitCodes()
     {
         string a = P("a.pool"), b = P("b.pool");

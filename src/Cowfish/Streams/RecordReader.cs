@@ -16,7 +16,10 @@ internal sealed class RecordReader : IDisposable
     private readonly byte[] _buf = ArrayPool<byte>.Shared.Rent(StreamFormat.RecordHeaderSize + StreamFormat.MaxPayload);
     private int _length;
 
-    public RecordReader(Stream input) => _in = input;
+    // Small records are read as a 20-byte header and a payload: an unbuffered input (stdin, a pipe)
+    // would cost two system calls per record. The wrapper is never disposed, so the caller's stream stays open.
+    public RecordReader(Stream input) =>
+        _in = input is MemoryStream or BufferedStream or FileStream ? input : new BufferedStream(input, 1 << 16);
 
     /// <summary>Bytes read from the input so far.</summary>
     public long Position { get; private set; }
