@@ -182,6 +182,25 @@ public sealed class SendReceiveTests
     }
 
     [Fact]
+    public void ARelayedSnapshotIsAParentForStreamsFromTheOrigin()
+    {
+        using var a = NewFs();
+        using var b = NewFs();
+        using var c = NewFs();
+        Populate(a, "v");
+        a.Snapshot("v", "s1", readOnly: true);
+        Receive(b, Send(a, "s1"));
+        Receive(c, Send(b, "s1")); // A → B → C
+        Assert.Equal(a.ListVolumes().Single(v => v.Name == "s1").Id, c.ListVolumes().Single().Received);
+        a.Write("v/d/a.bin", 0, Bytes(5000, 30));
+        a.Snapshot("v", "s2", readOnly: true);
+        Receive(c, Send(a, "s2", "s1")); // straight from A to C, whose s1 came through B
+        VolumeCompare.AssertSame(a, "s2", c, "s2");
+        TreeModel.AssertClean(c.Pool, "after the relay");
+        TreeModel.AssertClean(b.Pool, "the relay");
+    }
+
+    [Fact]
     public void AParentThatDiffersOnTheReceiverIsRefused()
     {
         using var a = NewFs();
