@@ -177,6 +177,11 @@ public sealed class SendReceiveTests
         b.DeleteVolume("s19");
         b.Snapshot("s18", "fake", readOnly: true);
         Assert.Throws<InvalidRequestException>(() => Receive(b, Send(a, "s20", "s19"), "again"));
+        // Receipts of deleted volumes are pruned by the next receive.
+        Receive(b, Send(a, "s20"), "full20");
+        using (var rt = b.Pool.BeginRead())
+            Assert.Equal(b.ListVolumes().Where(v => v.Received is not null).Select(v => v.Id).Order(), VolumeReceipts.All(rt).Keys.Order());
+        Assert.Equal(21, b.ListVolumes().Count(v => v.Received is not null)); // s0..s20 without s19, and full20
         TreeModel.AssertClean(b.Pool, "after the chain");
         TreeModel.AssertClean(a.Pool, "the sender after the chain");
     }
@@ -219,7 +224,7 @@ public sealed class SendReceiveTests
         {
             var dir = FileSystem.VolumeDirectory(tx);
             var rec = FileSystem.GetVolume(tx, dir, "imp");
-            tx.Put(dir, VolumeRecord.Key("imp"), (rec with { Received = s1 }).Encode());
+            VolumeReceipts.Set(tx, rec.Id, s1, new HashSet<Guid> { rec.Id });
             tx.Commit();
         }
         var e = Assert.Throws<InvalidRequestException>(() => Receive(b, inc));

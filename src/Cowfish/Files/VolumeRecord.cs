@@ -8,48 +8,35 @@ namespace Cowfish.Files;
 /// An entry of the volume directory (the pool tree named "volumes"): volume name (UTF-8 key) →
 /// tree id u64, flags u8 (bit 0: read-only), 7 reserved bytes, created (ns since the epoch, i64),
 /// volume id (16 bytes), origin id (16 bytes, zero if none), origin generation u64. 64 bytes.
-/// A volume made by receiving a send stream has 16 more bytes (80 in all, flags bit 1 set): the
-/// identity of the snapshot it was received from, so that later incremental streams find their parent.
 /// </summary>
-internal sealed record VolumeRecord(string Name, TreeId Tree, bool ReadOnly, long CreatedNs, Guid Id, Guid Origin, ulong OriginGeneration, Guid Received = default)
+internal sealed record VolumeRecord(string Name, TreeId Tree, bool ReadOnly, long CreatedNs, Guid Id, Guid Origin, ulong OriginGeneration)
 {
     public const string DirectoryName = "volumes";
     public const int Size = 64;
-    public const int ReceivedSize = 80;
     public const int MaxNameBytes = 200;
 
     public byte[] Encode()
     {
-        bool received = Received != Guid.Empty;
-        var v = new byte[received ? ReceivedSize : Size];
+        var v = new byte[Size];
         BinaryPrimitives.WriteUInt64LittleEndian(v, Tree.Value);
-        v[8] = (byte)((ReadOnly ? 1 : 0) | (received ? 2 : 0));
+        v[8] = ReadOnly ? (byte)1 : (byte)0;
         BinaryPrimitives.WriteInt64LittleEndian(v.AsSpan(16), CreatedNs);
         Id.TryWriteBytes(v.AsSpan(24, 16));
         Origin.TryWriteBytes(v.AsSpan(40, 16));
         BinaryPrimitives.WriteUInt64LittleEndian(v.AsSpan(56), OriginGeneration);
-        if (received) Received.TryWriteBytes(v.AsSpan(64, 16));
         return v;
     }
 
     public static VolumeRecord Decode(byte[] key, byte[] v)
     {
-        bool received = v.Length > 8 && (v[8] & 2) != 0;
-        int want = received ? ReceivedSize : Size;
-        if (v.Length != want) throw new CorruptionException(0, "volume record length", want.ToString(), v.Length.ToString());
+        if (v.Length != Size) throw new CorruptionException(0, "volume record length", Size.ToString(), v.Length.ToString());
         return new VolumeRecord(Encoding.UTF8.GetString(key), new TreeId(BinaryPrimitives.ReadUInt64LittleEndian(v)), (v[8] & 1) != 0,
             BinaryPrimitives.ReadInt64LittleEndian(v.AsSpan(16)), new Guid(v.AsSpan(24, 16)), new Guid(v.AsSpan(40, 16)),
-            BinaryPrimitives.ReadUInt64LittleEndian(v.AsSpan(56)), received ? new Guid(v.AsSpan(64, 16)) : Guid.Empty);
+            BinaryPrimitives.ReadUInt64LittleEndian(v.AsSpan(56)));
     }
 
-    public VolumeInfo ToInfo() => new(Name, Tree, ReadOnly, DateTimeOffset.UnixEpoch.AddTicks(CreatedNs / 100), Id, Origin == Guid.Empty ? null : Origin,
-        Received == Guid.Empty ? null : Received);
-
-    /// <summary>
-    /// Who this volume is to send/receive: the snapshot it was received from, if any, else itself.
-    /// A relayed snapshot (A → B → C) keeps the identity A gave it, so C finds parents sent by A or B.
-    /// </summary>
-    public Guid StreamIdentity => Received != Guid.Empty ? Received : Id;
+    public VolumeInfo ToInfo(Guid? received = null) =>
+        new(Name, Tree, ReadOnly, DateTimeOffset.UnixEpoch.AddTicks(CreatedNs / 100), Id, Origin == Guid.Empty ? null : Origin, received);
 
     public static byte[] Key(string name)
     {

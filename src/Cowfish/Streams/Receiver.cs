@@ -102,7 +102,8 @@ internal sealed class Receiver(FileSystem fs, ReceiveOptions options)
         if (b.Incremental)
         {
             // A snapshot received from the parent, or the parent itself (a stream into its own pool).
-            var candidates = volumes.Where(v => v.ReadOnly && (v.Received == b.Parent || v.StreamIdentity == b.Parent)).ToList();
+            var receipts = VolumeReceipts.All(rt);
+            var candidates = volumes.Where(v => v.ReadOnly && VolumeReceipts.Identity(receipts, v) == b.Parent).ToList();
             if (candidates.Count == 0)
                 throw new InvalidRequestException($"the stream is incremental from snapshot {b.Parent}, which is not on this pool (receive its parent first)");
             var parent = candidates.FirstOrDefault(v => Sender.Fingerprint(rt.Tree(v.Tree)) == b.ParentFingerprint)
@@ -389,8 +390,10 @@ internal sealed class Receiver(FileSystem fs, ReceiveOptions options)
         }
         applier.CheckComplete(after.Offset);
         if (tx.TryGet(dir, VolumeRecord.Key(after.Name), out _)) throw new InvalidRequestException($"volume '{after.Name}' was created during the receive; receive under another name");
-        tx.Put(dir, VolumeRecord.Key(after.Name), new VolumeRecord(after.Name, after.Partial, true, Inode.NowNs(), Guid.NewGuid(), after.ParentVolume,
-            tx.Generation.Value, after.Snapshot).Encode());
+        var id = Guid.NewGuid();
+        var live = tx.Scan(dir).Select(kv => VolumeRecord.Decode(kv.Key, kv.Value).Id).ToHashSet();
+        tx.Put(dir, VolumeRecord.Key(after.Name), new VolumeRecord(after.Name, after.Partial, true, Inode.NowNs(), id, after.ParentVolume, tx.Generation.Value).Encode());
+        VolumeReceipts.Set(tx, id, after.Snapshot, live);
         tx.RemoveNamedTree(ReceiveState.TreeName);
         tx.DropTree(stateTree);
         tx.Commit();

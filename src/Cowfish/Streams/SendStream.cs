@@ -27,13 +27,14 @@ public static class SendStream
         using var rt = fs.Pool.BeginRead();
         var snap = ReadOnlySnapshot(rt, snapshot);
         var par = parent is null ? null : ReadOnlySnapshot(rt, parent);
+        var receipts = VolumeReceipts.All(rt);
+        Guid snapId = VolumeReceipts.Identity(receipts, snap), parId = par is null ? Guid.Empty : VolumeReceipts.Identity(receipts, par);
         ResumePoint? resume = null;
         if (options.ResumeToken is { } token)
         {
             var (s, p, point) = ReceiveState.ParseToken(token);
-            if (s != snap.StreamIdentity) throw new InvalidRequestException($"the resume token is for snapshot {s}, not '{snapshot}' ({snap.StreamIdentity})");
-            Guid want = par?.StreamIdentity ?? Guid.Empty;
-            if (p != want)
+            if (s != snapId) throw new InvalidRequestException($"the resume token is for snapshot {s}, not '{snapshot}' ({snapId})");
+            if (p != parId)
                 throw new InvalidRequestException(p == Guid.Empty
                     ? "the resume token is for a full stream; send without a parent"
                     : $"the resume token is for an incremental stream from parent {p}; pass that parent");
@@ -41,7 +42,7 @@ public static class SendStream
         }
         using var writer = new RecordWriter(output, resume);
         var sender = new Sender(fs.Pool, rt, writer, options.Progress);
-        sender.Run(snap, par);
+        sender.Run(snap, snapId, par, parId);
         return new SendResult(writer.Written, writer.Offset, (long)writer.Sequence, sender.DataBytes, sender.ClonedBytes, par is not null);
     }
 

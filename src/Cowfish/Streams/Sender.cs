@@ -43,11 +43,12 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
     public long DataBytes { get; private set; }
     public long ClonedBytes { get; private set; }
 
-    public void Run(VolumeRecord snap, VolumeRecord? parent)
+    /// <summary>Sends <paramref name="snap"/> (as <paramref name="snapId"/>), in full or as the changes from <paramref name="parent"/>.</summary>
+    public void Run(VolumeRecord snap, Guid snapId, VolumeRecord? parent, Guid parentId)
     {
         var now = rt.Tree(snap.Tree);
         _parentTree = parent is null ? null : rt.Tree(parent.Tree);
-        Begin(snap, parent);
+        Begin(snap, snapId, parent, parentId);
         IEnumerable<TreeChange> changes = parent is null
             ? now.Scan().Select(kv => new TreeChange(kv.Key, null, kv.Value))
             : TreeDiff.Diff(rt.Tree(parent.Tree), now);
@@ -70,12 +71,12 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
         return Crc32C.Update(Crc32C.Update(0xFFFFFFFFu, h), root) ^ 0xFFFFFFFFu;
     }
 
-    private void Begin(VolumeRecord snap, VolumeRecord? parent)
+    private void Begin(VolumeRecord snap, Guid snapId, VolumeRecord? parent, Guid parentId)
     {
         var p = new PayloadWriter(w.Payload);
         p.U32(parent is null ? 0u : 1u);
-        p.Uuid(snap.StreamIdentity);
-        p.Uuid(parent?.StreamIdentity ?? Guid.Empty);
+        p.Uuid(snapId);
+        p.Uuid(parent is null ? Guid.Empty : parentId);
         p.U32(parent is null ? 0 : Fingerprint(rt.Tree(parent.Tree)));
         p.I64(snap.CreatedNs);
         var name = Encoding.UTF8.GetBytes(snap.Name);
