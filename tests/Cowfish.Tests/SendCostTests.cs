@@ -47,6 +47,8 @@ public sealed class SendCostTests(ITestOutputHelper output)
             fs.Write("v/d7/f42", 100, [1, 2, 3]);
             fs.Write("v/big", 17L << 20, new byte[4096]);
             fs.Rename("v/d3/f9", "v/d4/moved");
+            fs.CreateFile("v/d5/new"); // a small new file must not make the sender index the parent's files
+            fs.Write("v/d5/new", 0, SendReceiveTests.Bytes(3000, 99));
             fs.Snapshot("v", "s2", readOnly: true);
             fs.Flush();
             TreeModel.AssertClean(fs.Pool, "the measured pool");

@@ -35,7 +35,9 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
     // Incremental streams only: files of the parent by extent root and by first disk extent, built
     // on first need, to send a new file that is a clone of a parent file as CLONE_FILE (plus its
     // changes since); and the inodes this stream has already changed, which can no longer be sources.
-    private const ulong MaxParentInodesForOrigins = 65_536;
+    // The index costs about one node read per parent file, so it is built only for a new file at
+    // least IndexBytesPerInode times the parent's inode numbers: never more than that file's data.
+    private const ulong IndexBytesPerInode = 8192;
     private TreeReader? _parentTree;
     private Dictionary<ulong, (ulong Ino, BlockRef Root)>? _parentRoots, _parentFirst;
     private readonly HashSet<ulong> _touched = new();
@@ -114,7 +116,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
                 if (inode.Type == FileType.File)
                 {
                     var old = c.Old is null ? null : Inode.Decode(c.Old, 0, ino);
-                    SendData(ino, old is { Type: FileType.File } ? old.Extents : BlockRef.None, inode.Extents, isNew: old is null);
+                    SendData(ino, old is { Type: FileType.File } ? old.Extents : BlockRef.None, inode.Extents, isNew: old is null, inode.Size);
                 }
                 break;
             }
@@ -173,7 +175,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
 
     // --- file data ------------------------------------------------------------------------
 
-    private void SendData(ulong ino, BlockRef oldRoot, BlockRef newRoot, bool isNew)
+    private void SendData(ulong ino, BlockRef oldRoot, BlockRef newRoot, bool isNew, ulong size)
     {
         if (oldRoot == newRoot) return; // the same tree: the same data
         if (newRoot.IsNone)
@@ -188,7 +190,7 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
             return;
         }
         var now = new TreeReader(pool.Store, newRoot, TreeKind.FileExtents);
-        if (isNew && TryParentOrigin(newRoot, now, out ulong origin, out var originRoot))
+        if (isNew && TryParentOrigin(newRoot, now, size, out ulong origin, out var originRoot))
         {
             // A new file cloned from a parent file that the receiver still holds as in the parent:
             // share that file's data, then send only the changes since (none for an unchanged clone).
@@ -280,21 +282,22 @@ internal sealed class Sender(Pool pool, ReadTransaction rt, RecordWriter w, Acti
     /// The parent file a new file was probably cloned from: one with the very same extent tree, or
     /// else one whose first record names the same disk extent. Only files this stream has not
     /// changed yet qualify: the receiver holds them as they were in the parent. A wrong guess costs
-    /// only a larger diff, never a wrong result. The parent's files are indexed once per stream,
-    /// and only when the parent has at most <see cref="MaxParentInodesForOrigins"/> inode numbers,
-    /// so that the index never costs more than a bounded scan.
+    /// only a larger diff, never a wrong result. The parent's files are indexed once per stream, the
+    /// first time a new file is large enough to pay for it (<see cref="IndexBytesPerInode"/>), so
+    /// that an incremental send stays proportional to what it sends.
     /// </summary>
-    private bool TryParentOrigin(BlockRef root, TreeReader tree, out ulong origin, out BlockRef originRoot)
+    private bool TryParentOrigin(BlockRef root, TreeReader tree, ulong size, out ulong origin, out BlockRef originRoot)
     {
         origin = 0;
         originRoot = BlockRef.None;
         if (_parentTree is null) return false;
         if (_parentRoots is null)
         {
+            if (!_parentTree.TryGet(FileKeys.HeaderKey, out var h) || h.Length != 8) return false;
+            ulong inodes = BinaryPrimitives.ReadUInt64LittleEndian(h);
+            if (size / IndexBytesPerInode < inodes) return false; // too small to pay for the index (a later, larger file may)
             _parentRoots = new();
             _parentFirst = new();
-            if (!_parentTree.TryGet(FileKeys.HeaderKey, out var h) || h.Length != 8 || BinaryPrimitives.ReadUInt64LittleEndian(h) > MaxParentInodesForOrigins)
-                return false;
             foreach (var kv in _parentTree.Scan([FileKeys.Inode], [FileKeys.Inode + 1]))
             {
                 ulong ino = BinaryPrimitives.ReadUInt64BigEndian(kv.Key.AsSpan(1));
