@@ -2,7 +2,7 @@ namespace Cowfish.Cli;
 
 /// <summary>
 /// Positional arguments and flags of one command, parsed strictly: unknown <c>--flags</c> are errors.
-/// A single-dash word (<c>-p</c>) is a flag only if the command declares it, and a positional otherwise,
+/// A single-dash word (<c>-p</c>, <c>-o FILE</c>) is a flag or option only if the command declares it, and a positional otherwise,
 /// so that values which start with a dash still reach the commands that take them.
 /// </summary>
 internal sealed class Args
@@ -19,6 +19,13 @@ internal sealed class Args
             string a = list[i];
             if (a == "--") { _positional.AddRange(list.Skip(i + 1)); break; }
             if (a.Length == 2 && a[0] == '-' && a[1] != '-' && knownFlags.Contains(a)) { _flags.Add(a); continue; }
+            if (a.Length == 2 && a[0] == '-' && a[1] != '-' && knownOptions is not null && knownOptions.Contains(a))
+            {
+                // A declared short option (-o FILE) takes the next word as its value.
+                if (i + 1 >= list.Count) throw new UsageException($"option {a} needs a value");
+                _options[a] = list[++i];
+                continue;
+            }
             if (a.StartsWith("--", StringComparison.Ordinal) && a.Length > 2)
             {
                 string name = a, value = "";

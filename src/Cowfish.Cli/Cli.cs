@@ -23,6 +23,7 @@ internal static class Cli
         .. DataCommands.All,
         .. SharingCommands.All,
         .. TransferCommands.All,
+        .. StreamCommands.All,
         ServeCommand.Command,
     ];
 

@@ -24,7 +24,7 @@ internal static class ControlClient
         }
         using var _ = socket;
         using var stream = new NetworkStream(socket, ownsSocket: false);
-        var request = JsonSerializer.SerializeToUtf8Bytes(new { argv, cwd = io.Cwd ?? Environment.CurrentDirectory, progress = io.ShowProgress }, Cli.Json);
+        var request = JsonSerializer.SerializeToUtf8Bytes(new { argv, cwd = io.Cwd ?? Environment.CurrentDirectory, progress = io.ShowProgress, out_terminal = io.OutIsTerminal }, Cli.Json);
         try
         {
             ControlChannel.Write(stream, ControlChannel.Request, request);

@@ -70,7 +70,7 @@ internal sealed class ControlServer : IDisposable
         }
     }
 
-    private sealed record Request(string[] Argv, string Cwd, bool Progress);
+    private sealed record Request(string[] Argv, string Cwd, bool Progress, bool OutTerminal);
 
     private void Serve(Socket client)
     {
@@ -88,7 +88,7 @@ internal sealed class ControlServer : IDisposable
             var utf8 = new UTF8Encoding(false);
             using var outWriter = new StreamWriter(outStream, utf8, 4096) { AutoFlush = true };
             using var errWriter = new StreamWriter(errStream, utf8, 1024) { AutoFlush = true };
-            var io = new Io(outWriter, errWriter, new RemoteStdin(stream), outStream, req.Progress,
+            var io = new Io(outWriter, errWriter, new RemoteStdin(stream), outStream, req.Progress, req.OutTerminal,
                 new ServedPoolAccess(_pool, _poolPath, req.Cwd), req.Cwd);
             int code = Cli.Run(req.Argv, io);
             try { _pool.Flush(); }

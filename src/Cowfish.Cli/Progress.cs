@@ -34,8 +34,11 @@ internal sealed class Progress
         double fraction = _total <= 0 ? 1 : Math.Clamp((double)done / _total, 0, 1);
         int filled = (int)(fraction * BarWidth);
         double mbps = done / 1e6 / Math.Max(_clock.Elapsed.TotalSeconds, 1e-3);
-        string line = $"{_label} [{new string('#', filled)}{new string('.', BarWidth - filled)}] {fraction * 100,5:0.0}%  "
-            + $"{Cli.FormatBytes((ulong)Math.Max(done, 0))} / {Cli.FormatBytes((ulong)Math.Max(_total, 0))}  {mbps:0.0} MB/s";
+        // A total of 0 or less means "unknown" (a stream read from a pipe): bytes and rate only.
+        string line = _total <= 0
+            ? $"{_label} {Cli.FormatBytes((ulong)Math.Max(done, 0))}  {mbps:0.0} MB/s"
+            : $"{_label} [{new string('#', filled)}{new string('.', BarWidth - filled)}] {fraction * 100,5:0.0}%  "
+              + $"{Cli.FormatBytes((ulong)Math.Max(done, 0))} / {Cli.FormatBytes((ulong)Math.Max(_total, 0))}  {mbps:0.0} MB/s";
         _err.Write("\r" + line.PadRight(_drawn));
         _drawn = line.Length;
         _err.Flush();

@@ -81,6 +81,7 @@ internal static class VolumeCommands
                 id = v.Id,
                 origin = OriginName(v),
                 origin_id = v.Origin,
+                received_from = v.Received,
                 tree = v.Tree.Value,
             }), Cli.Json));
             return;

@@ -79,3 +79,23 @@ public sealed class PoolBusyException : CowfishException
     public PoolBusyException(string path, Exception? inner = null)
         : base($"pool {path} is in use (another open handle holds its lock)", inner) { }
 }
+
+/// <summary>
+/// A send stream failed validation: bad magic or version, a length out of bounds, an unknown record
+/// type, a checksum mismatch, a record out of order, truncation, or a command that does not fit the
+/// volume it is applied to. <see cref="Offset"/> is the byte offset in the stream where the bad
+/// record (or the missing bytes) starts.
+/// </summary>
+public sealed class InvalidStreamException : CowfishException
+{
+    public InvalidStreamException(long offset, string message)
+        : base($"invalid send stream at offset {offset}: {message}")
+    {
+        Offset = offset;
+        Reason = message;
+    }
+
+    /// <summary>Byte offset in the stream of the record (or the end of input) that failed.</summary>
+    public long Offset { get; }
+    public string Reason { get; }
+}

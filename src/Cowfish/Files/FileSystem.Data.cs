@@ -181,12 +181,12 @@ public sealed partial class FileSystem
     /// <summary>
     /// Blocks freed by commits that did not wait become reusable only once a commit is durable. A
     /// writer that never flushes would make the pool grow without bound, so once the freed blocks
-    /// waiting for durability pass a quarter of the pool (and 256 MiB), a flush makes them durable.
+    /// waiting for durability pass a quarter of the pool (and 64 MiB), a flush makes them durable.
     /// </summary>
     private void BoundPendingFrees()
     {
         ulong pending = Pool.Space.PendingBlocks;
-        if (pending <= 65_536 || pending <= Pool.Space.TotalBlocks / 4) return;
+        if (pending <= 16_384 || pending <= Pool.Space.TotalBlocks / 4) return;
         // Past half the pool the writer waits for the flush; before that, the flush runs in the
         // background. A flush writes back everything the page cache holds for the pool, and writes
         // issued meanwhile slow down, so flushes are kept rare: the price is a pool up to a quarter

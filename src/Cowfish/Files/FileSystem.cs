@@ -80,7 +80,9 @@ public sealed partial class FileSystem : IDisposable
     {
         using var rt = Pool.BeginRead();
         if (!rt.TryGetNamedTree(VolumeRecord.DirectoryName, out var dir)) return [];
-        return rt.Scan(dir).Select(kv => VolumeRecord.Decode(kv.Key, kv.Value).ToInfo()).ToList();
+        var receipts = VolumeReceipts.All(rt);
+        return rt.Scan(dir).Select(kv => VolumeRecord.Decode(kv.Key, kv.Value))
+            .Select(r => r.ToInfo(receipts.TryGetValue(r.Id, out var from) ? from : null)).ToList();
     }
 
     /// <summary>Deletes a volume or snapshot at once; its space comes back over the next commits (see <see cref="Reclaim"/>).</summary>

@@ -1,7 +1,10 @@
 namespace Cowfish.Files;
 
-/// <summary>A volume or snapshot in the pool.</summary>
-public sealed record VolumeInfo(string Name, TreeId Tree, bool ReadOnly, DateTimeOffset Created, Guid Id, Guid? Origin);
+/// <summary>
+/// A volume or snapshot in the pool. <see cref="Received"/> is set on a snapshot made by receiving a
+/// send stream: the identity of the snapshot it came from.
+/// </summary>
+public sealed record VolumeInfo(string Name, TreeId Tree, bool ReadOnly, DateTimeOffset Created, Guid Id, Guid? Origin, Guid? Received = null);
 
 /// <summary>What stat shows about a file, directory or symlink.</summary>
 public sealed record FileStat(

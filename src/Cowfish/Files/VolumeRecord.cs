@@ -35,7 +35,8 @@ internal sealed record VolumeRecord(string Name, TreeId Tree, bool ReadOnly, lon
             BinaryPrimitives.ReadUInt64LittleEndian(v.AsSpan(56)));
     }
 
-    public VolumeInfo ToInfo() => new(Name, Tree, ReadOnly, DateTimeOffset.UnixEpoch.AddTicks(CreatedNs / 100), Id, Origin == Guid.Empty ? null : Origin);
+    public VolumeInfo ToInfo(Guid? received = null) =>
+        new(Name, Tree, ReadOnly, DateTimeOffset.UnixEpoch.AddTicks(CreatedNs / 100), Id, Origin == Guid.Empty ? null : Origin, received);
 
     public static byte[] Key(string name)
     {

@@ -1,0 +1,56 @@
+using Cowfish.Files;
+using Xunit;
+
+namespace Cowfish.Tests.Support;
+
+/// <summary>Compares two volumes (possibly in two pools) entry by entry: names, inode numbers, types, attributes, times, xattrs, symlinks and bytes.</summary>
+internal static class VolumeCompare
+{
+    public static void AssertSame(FileSystem a, string va, FileSystem b, string vb, string context = "")
+    {
+        var diff = Difference(a, va, b, vb);
+        Assert.True(diff is null, $"{context}: {va} and {vb} differ: {diff}");
+    }
+
+    public static string? Difference(FileSystem a, string va, FileSystem b, string vb)
+    {
+        var todo = new Stack<string>();
+        todo.Push("");
+        while (todo.Count > 0)
+        {
+            string rel = todo.Pop();
+            string pa = rel.Length == 0 ? va : $"{va}/{rel}", pb = rel.Length == 0 ? vb : $"{vb}/{rel}";
+            var sa = a.Stat(pa);
+            var sb = b.Stat(pb);
+            if (sa != sb) return $"{rel}: stat {sa} vs {sb}";
+            var xa = a.ListXattrs(pa).Select(x => $"{x.Name}={Convert.ToHexString(x.Value)}").Order().ToList();
+            var xb = b.ListXattrs(pb).Select(x => $"{x.Name}={Convert.ToHexString(x.Value)}").Order().ToList();
+            if (!xa.SequenceEqual(xb)) return $"{rel}: xattrs {string.Join(",", xa)} vs {string.Join(",", xb)}";
+            switch (sa.Type)
+            {
+                case FileType.Directory:
+                {
+                    var ea = a.ListDirectory(pa).Select(e => (e.Name, e.Inode, e.Type)).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+                    var eb = b.ListDirectory(pb).Select(e => (e.Name, e.Inode, e.Type)).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+                    if (!ea.SequenceEqual(eb)) return $"{rel}: entries [{string.Join(",", ea)}] vs [{string.Join(",", eb)}]";
+                    foreach (var e in ea) todo.Push(rel.Length == 0 ? e.Name : $"{rel}/{e.Name}");
+                    break;
+                }
+                case FileType.Symlink:
+                    if (a.ReadSymlink(pa) != b.ReadSymlink(pb)) return $"{rel}: symlink targets differ";
+                    break;
+                case FileType.File:
+                {
+                    var ba = a.ReadAll(pa);
+                    var bb = b.ReadAll(pb);
+                    if (!ba.AsSpan().SequenceEqual(bb)) return $"{rel}: bytes differ at {ba.AsSpan().CommonPrefixLength(bb)}";
+                    var ra = a.DataRanges(pa);
+                    var rb = b.DataRanges(pb);
+                    if (!ra.SequenceEqual(rb)) return $"{rel}: data ranges [{string.Join(",", ra)}] vs [{string.Join(",", rb)}]";
+                    break;
+                }
+            }
+        }
+        return null;
+    }
+}
