@@ -74,8 +74,13 @@ public sealed class FileHandle
         else if (durable) _fs.Flush();
     }
 
-    /// <summary>How [offset, offset + length) is stored (data, unwritten, hole), clipped to the file size.</summary>
-    public void Allocation(long offset, long length, List<AllocationSegment> into) => _fs.Allocation(_volume, Inode, offset, length, into);
+    /// <summary>
+    /// How [offset, offset + length) is stored (data, unwritten, hole), clipped to the file size, in
+    /// at most <paramref name="maxSegments"/> segments; returns true if they reach the end of the
+    /// range or of the file.
+    /// </summary>
+    public bool Allocation(long offset, long length, List<AllocationSegment> into, int maxSegments = int.MaxValue) =>
+        _fs.Allocation(_volume, Inode, offset, length, into, maxSegments);
 
     /// <summary>Makes every write acknowledged so far, on any handle of the pool, durable.</summary>
     public void Flush() => _fs.Flush();

@@ -300,9 +300,12 @@ public sealed partial class FileSystem
     /// <summary>
     /// How [offset, offset + length) of a file is stored, clipped to its size, as consecutive
     /// segments in order (adjacent segments of one kind merged): data, allocated but unwritten
-    /// (reads as zeros), or a hole. What NBD block status reports.
+    /// (reads as zeros), or a hole. What NBD block status reports. Stops once it has
+    /// <paramref name="maxSegments"/> whole segments, so that a client asking about the rest of a
+    /// huge file one extent at a time does not pay for the whole file each time. Returns true if
+    /// the segments reach the end of the range (or of the file).
     /// </summary>
-    internal void Allocation(VolumeRecord rec, ulong ino, long offset, long length, List<AllocationSegment> into)
+    internal bool Allocation(VolumeRecord rec, ulong ino, long offset, long length, List<AllocationSegment> into, int maxSegments = int.MaxValue)
     {
         into.Clear();
         if (offset >= 0 && length > 0) WaitForDeferred(rec, ino, (ulong)offset / BlockSize, ((ulong)offset + (ulong)length + BlockSize - 1) / BlockSize);
@@ -310,7 +313,7 @@ public sealed partial class FileSystem
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
         var inode = v.GetInode(ino);
         long end = Math.Min(offset + length, (long)inode.Size);
-        if (end <= offset) return;
+        if (end <= offset) return true;
         void Add(long from, long to, AllocationKind kind)
         {
             from = Math.Max(from, offset);
@@ -324,15 +327,32 @@ public sealed partial class FileSystem
         var tree = v.Extents(inode);
         if (tree is not null)
         {
-            ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)end + BlockSize - 1) / BlockSize;
-            foreach (var (block, e) in ExtentMap.Overlapping(tree, b0, b1))
+            ulong b1 = ((ulong)end + BlockSize - 1) / BlockSize;
+            while (true)
             {
-                long from = (long)block * BlockSize, to = from + (long)e.Count * BlockSize;
-                if (from > cur) Add(cur, from, AllocationKind.Hole);
-                Add(from, to, e.Unwritten ? AllocationKind.Unwritten : AllocationKind.Data);
-                cur = Math.Max(cur, to);
+                // In pieces: a segment is whole once a later one starts.
+                var records = ExtentMap.Overlapping(tree, (ulong)cur / BlockSize, b1, limit: 256);
+                foreach (var (block, e) in records)
+                {
+                    long from = (long)block * BlockSize, to = from + (long)e.Count * BlockSize;
+                    if (from > cur) Add(cur, from, AllocationKind.Hole);
+                    Add(from, to, e.Unwritten ? AllocationKind.Unwritten : AllocationKind.Data);
+                    cur = Math.Max(cur, to);
+                }
+                if (into.Count > maxSegments)
+                {
+                    into.RemoveRange(maxSegments, into.Count - maxSegments);
+                    return false;
+                }
+                if (records.Count < 256 || cur >= end) break;
             }
         }
         if (cur < end) Add(cur, end, AllocationKind.Hole);
+        if (into.Count > maxSegments)
+        {
+            into.RemoveRange(maxSegments, into.Count - maxSegments);
+            return false;
+        }
+        return true;
     }
 }

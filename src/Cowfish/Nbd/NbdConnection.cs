@@ -255,29 +255,28 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>One NBD_REPLY_TYPE_BLOCK_STATUS chunk for base:allocation, at most 512 descriptors.</summary>
+    /// <summary>Most descriptors one block-status reply carries (the spec lets a reply cover less than asked).</summary>
+    public const int MaxDescriptors = 512;
+
+    /// <summary>One NBD_REPLY_TYPE_BLOCK_STATUS chunk for base:allocation.</summary>
     public void SendBlockStatus(NbdRequest r)
     {
-        const int MaxDescriptors = 512;
         var segs = r.Segments;
-        bool one = (r.Flags & CmdFlagReqOne) != 0;
-        Span<byte> b = stackalloc byte[StructuredHeaderSize + 4 + MaxDescriptors * 8];
-        int at = StructuredHeaderSize + 4, count = 0;
+        Span<byte> b = stackalloc byte[StructuredHeaderSize + 4 + (MaxDescriptors + 1) * 8];
+        int at = StructuredHeaderSize + 4;
         ulong covered = 0;
         foreach (var s in segs)
         {
-            if (count == MaxDescriptors || (one && count == 1)) break;
             BinaryPrimitives.WriteUInt32BigEndian(b[at..], (uint)s.Length);
             BinaryPrimitives.WriteUInt32BigEndian(b[(at + 4)..], NbdRequest.StatusOf(s.Kind));
             at += 8;
-            count++;
             covered += (ulong)s.Length;
         }
-        // The file ends before the export does (it shrank after the client chose it): zeros.
-        if (count == 0 || (covered < r.Length && count < MaxDescriptors && !one && segs.Count == count))
+        // Past the end of the file (it shrank after the client chose it, or the range is empty): zeros.
+        bool one = (r.Flags & CmdFlagReqOne) != 0;
+        if (covered < r.Length && (segs.Count == 0 || (r.Complete && !one)))
         {
-            uint rest = count == 0 ? r.Length : r.Length - (uint)covered;
-            BinaryPrimitives.WriteUInt32BigEndian(b[at..], rest);
+            BinaryPrimitives.WriteUInt32BigEndian(b[at..], r.Length - (uint)covered);
             BinaryPrimitives.WriteUInt32BigEndian(b[(at + 4)..], StateHole | StateZero);
             at += 8;
         }

@@ -33,6 +33,9 @@ internal sealed class NbdRequest(NbdConnection connection)
 
     public readonly List<AllocationSegment> Segments = new();
 
+    /// <summary>Whether <see cref="Segments"/> reach the end of the request or of the file.</summary>
+    public bool Complete;
+
     public long Charge => Length + (Type is CmdRead or CmdWrite ? ReadHeaderRoom : 0);
 
     public void RentBuffer(int bytes) => Buffer = ArrayPool<byte>.Shared.Rent(bytes);
@@ -82,7 +85,8 @@ internal sealed class NbdRequest(NbdConnection connection)
                     c.SendOk(this);
                     break;
                 case CmdBlockStatus:
-                    handle.Allocation((long)Offset, Length, Segments);
+                    Complete = handle.Allocation((long)Offset, Length, Segments,
+                        (Flags & CmdFlagReqOne) != 0 ? 1 : NbdConnection.MaxDescriptors);
                     c.SendBlockStatus(this);
                     break;
                 default:
