@@ -6,7 +6,7 @@ namespace Cowfish.Tests;
 /// <summary>A lower layer never references a higher one.</summary>
 public sealed class LayeringTests
 {
-    private static readonly string[] Order = ["Devices", "Format", "Allocation", "Trees", "Transactions", "Files", "Streams", "Checking", "Nbd"];
+    private static readonly string[] Order = ["Devices", "Format", "Allocation", "Trees", "Transactions", "Files", "Streams", "Relocation", "Checking", "Nbd"];
 
     private static string SourceRoot()
     {

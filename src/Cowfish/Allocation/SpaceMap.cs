@@ -39,6 +39,14 @@ internal sealed class SpaceMap
     private readonly List<(ulong Address, uint Blocks)> _txnDeferred = new();
     private readonly List<(ulong Generation, List<(ulong Address, uint Blocks)> Runs)> _pending = new();
     private ulong _pendingBlocks;
+    // Relocation's ceiling: while set, no allocation or reservation returns a block at or above
+    // it, so that writers running alongside a relocation do not refill the region it empties.
+    // 0 = none. If a request finds no room below it, the ceiling is lifted (a foreground write
+    // never fails because of relocation) and _ceilingBreached tells the relocation to give up.
+    private ulong _ceiling;
+    private bool _ceilingBreached;
+    // Size before a shrink made by the open transaction, so that an abort can undo it (0 = none).
+    private ulong _txnShrunkFrom;
 
     public SpaceMap(ulong totalBlocks)
     {
@@ -76,8 +84,16 @@ internal sealed class SpaceMap
         lock (_gate)
         {
             if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
-            ulong start = FindRun(_cursor, _total, blocks);
-            if (start == 0) start = FindRun(Layout.FirstDataBlock, _cursor, blocks);
+            ulong top = Top;
+            ulong start = FindRun(_cursor, top, blocks);
+            if (start == 0) start = FindRun(Layout.FirstDataBlock, Math.Min(_cursor, top), blocks);
+            if (start == 0 && _ceiling != 0)
+            {
+                _ceiling = 0;
+                _ceilingBreached = true;
+                start = FindRun(_cursor, _total, blocks);
+                if (start == 0) start = FindRun(Layout.FirstDataBlock, _cursor, blocks);
+            }
             if (start == 0)
             {
                 ulong oldTotal = _total;
@@ -105,7 +121,7 @@ internal sealed class SpaceMap
     {
         lock (_gate)
         {
-            ulong b = FindRun(from, Math.Min(to, _total), 1);
+            ulong b = FindRun(from, Math.Min(to, Top), 1);
             if (b == 0) return Allocate(1);
             Set(_allocated, b);
             SetBusy(b);
@@ -154,6 +170,7 @@ internal sealed class SpaceMap
             }
             _txnDeferred.Clear();
             _txnAllocated.Clear();
+            _txnShrunkFrom = 0;
         }
     }
 
@@ -173,7 +190,77 @@ internal sealed class SpaceMap
             }
             _txnAllocated.Clear();
             _txnDeferred.Clear();
+            if (_txnShrunkFrom != 0)
+            {
+                ulong oldPages = (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+                _total = _txnShrunkFrom;
+                _txnShrunkFrom = 0;
+                for (ulong p = oldPages; p < PageCountLocked; p++) _dirtyPages.Add(p);
+            }
         }
+    }
+
+    // --- relocation -----------------------------------------------------------------------
+
+    /// <summary>
+    /// Keeps every later allocation and reservation below <paramref name="ceiling"/> (0 lifts it).
+    /// Blocks already allocated or reserved above it stay where they are: relocation moves them.
+    /// </summary>
+    public void SetCeiling(ulong ceiling)
+    {
+        lock (_gate)
+        {
+            _ceiling = ceiling;
+            _ceilingBreached = false;
+            if (ceiling != 0 && _cursor >= ceiling) _cursor = Layout.FirstDataBlock;
+        }
+    }
+
+    /// <summary>Whether an allocation found no room below the ceiling since it was set, and so lifted it.</summary>
+    public bool CeilingBreached { get { lock (_gate) return _ceilingBreached; } }
+
+    /// <summary>The first allocated block at or above <paramref name="from"/>, or 0.</summary>
+    public ulong FirstAllocatedFrom(ulong from) { lock (_gate) return FirstSet(_allocated, from); }
+
+    /// <summary>The first busy block (allocated, reserved, or freed and not yet reusable) at or above <paramref name="from"/>, or 0.</summary>
+    public ulong FirstBusyFrom(ulong from) { lock (_gate) return FirstSet(_busy, from); }
+
+    /// <summary>Marks a bitmap page dirty, so that the next commit writes it to a new block.</summary>
+    public void MarkPageDirty(ulong page) { lock (_gate) _dirtyPages.Add(page); }
+
+    /// <summary>
+    /// Shrinks the pool to <paramref name="newTotal"/> blocks within the open transaction (an abort
+    /// undoes it). Every block at or above it must be idle: not allocated, not reserved, and not
+    /// waiting for its free to become reusable, since a pinned reader may still read it.
+    /// </summary>
+    public void Shrink(ulong newTotal)
+    {
+        lock (_gate)
+        {
+            if (newTotal < Layout.FirstDataBlock || newTotal > _total) throw new ArgumentOutOfRangeException(nameof(newTotal));
+            ulong busy = FirstSet(_busy, newTotal);
+            if (busy != 0) throw new InvalidOperationException($"block {busy} is still busy; cannot shrink to {newTotal} blocks");
+            if (_txnShrunkFrom == 0) _txnShrunkFrom = _total;
+            _total = newTotal;
+            ulong pages = PageCountLocked;
+            _dirtyPages.RemoveWhere(p => p >= pages);
+            if (_cursor >= newTotal) _cursor = Layout.FirstDataBlock;
+        }
+    }
+
+    private ulong PageCountLocked => (_total + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+
+    // Highest block (exclusive) that allocation may hand out now.
+    private ulong Top => _ceiling != 0 ? Math.Min(_ceiling, _total) : _total;
+
+    private ulong FirstSet(ulong[] bits, ulong from)
+    {
+        for (ulong b = Math.Max(from, Layout.FirstDataBlock); b < _total; b++)
+        {
+            if ((b & 63) == 0 && bits[b >> 6] == 0) { b += 63; continue; }
+            if (Get(bits, b)) return b;
+        }
+        return 0;
     }
 
     /// <summary>Makes reusable every run freed by a generation at or below both bounds.</summary>

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Cowfish.Trees;
 
@@ -37,5 +38,27 @@ internal sealed class FileValueReferences : IValueReferences
             var (start, blocks) = Extent.DiskExtentOf(value);
             into.Add(ValueRef.Data(start, blocks));
         }
+    }
+
+    public byte[] Rewrite(ReadOnlySpan<byte> key, byte[] value, Func<ValueRef, ValueRef> map)
+    {
+        var refs = new List<ValueRef>(1);
+        Collect(key, value, refs);
+        if (refs.Count == 0) return value;
+        var moved = map(refs[0]);
+        if (moved == refs[0]) return value;
+        var copy = (byte[])value.Clone();
+        if (_kind == TreeKind.Volume)
+        {
+            // The inode's extent root: address and generation (docs/format.md, inode bytes 64..80).
+            BinaryPrimitives.WriteUInt64LittleEndian(copy.AsSpan(64), moved.Address);
+            BinaryPrimitives.WriteUInt64LittleEndian(copy.AsSpan(72), moved.SubtreeGeneration);
+        }
+        else
+        {
+            // The record's disk start; the CRCs describe the bytes, which moved unchanged.
+            BinaryPrimitives.WriteUInt64LittleEndian(copy, moved.Address);
+        }
+        return copy;
     }
 }

@@ -158,6 +158,30 @@ public sealed class Pool : IDisposable
 
     internal void EndWrite() => _writer.Exit();
 
+    /// <summary>
+    /// Cuts the device back to the larger of the durable and the staged pool sizes (after a
+    /// relocation shrank the pool). Under the writer lock, so that no commit grows the device
+    /// meanwhile; never below the durable size, so that a power cut finds every block it needs.
+    /// </summary>
+    internal void TrimDevice()
+    {
+        ThrowIfUnusable();
+        _writer.Enter();
+        try
+        {
+            ulong keep;
+            lock (_stateGate) keep = Math.Max(_durable.TotalBlocks, _staged.TotalBlocks);
+            long bytes = Layout.ByteOffset(keep);
+            if (_device.Length > bytes) _device.SetLength(bytes);
+        }
+        catch (DeviceIOException e)
+        {
+            Fail(e);
+            throw new EngineFailedException(e);
+        }
+        finally { _writer.Exit(); }
+    }
+
     /// <summary>Makes every commit so far durable (for commits made without waiting).</summary>
     public void Flush() => MakeDurable(Volatile.Read(ref _staged).Generation);
 

@@ -73,6 +73,17 @@ internal sealed class SharedSpace : ITreeSpace
         _map.Free(address, blocks);
     }
 
+    /// <summary>
+    /// Relocation moved the block at <paramref name="from"/> to <paramref name="to"/>, and every
+    /// referrer now points there: the count moves with it. The old address keeps no entry.
+    /// </summary>
+    public void MoveCount(ulong from, ulong to)
+    {
+        uint rc = RefCount(from);
+        _overlay[from] = 1;
+        _overlay[to] = rc;
+    }
+
     public void ReleaseSubtree(BlockRef root)
     {
         uint rc = RefCount(root.Address);

@@ -22,6 +22,9 @@ public sealed class WriteTransaction : IDisposable
     private readonly Dictionary<ulong, BlockRef> _recorded = new();
     private ulong _nextTreeId, _nextDropSeq;
     private bool _done;
+    // Relocation: at commit, move every bookkeeping block at or above this (0 = none), and
+    // shrink the pool to _shrinkTo blocks (0 = keep its size).
+    private ulong _relocateFrom, _shrinkTo;
 
     internal WriteTransaction(Pool pool, Superblock baseState, ulong generation)
     {
@@ -170,6 +173,48 @@ public sealed class WriteTransaction : IDisposable
     /// <summary>Dropped-tree nodes not yet released.</summary>
     public int PendingDrops => Guard(() => _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.DropPrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).Count());
 
+    // --- relocation -----------------------------------------------------------------------
+
+    /// <summary>
+    /// Offers every root the catalog holds (tree roots and drop-queue entries) to
+    /// <paramref name="move"/>, and records the root it returns. Relocation runs in a transaction
+    /// of its own, with no tree open, so no open writer holds a root that this would change.
+    /// </summary>
+    internal void RewriteRoots(Func<BlockRef, BlockRef> move) => Guard(() =>
+    {
+        if (_open.Count > 0) throw new InvalidOperationException("relocation needs a transaction with no open tree");
+        var entries = _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.TreePrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).ToList();
+        foreach (var kv in entries)
+        {
+            if (CatalogKeys.TryParseTree(kv.Key, kv.Value, out _, out var root, out var kind))
+            {
+                if (root.IsNone) continue;
+                var moved = move(root);
+                if (moved != root) _catalog.Put(kv.Key, CatalogKeys.TreeValue(moved, kind));
+            }
+            else if (CatalogKeys.TryParseDrop(kv.Key, kv.Value, out _, out var node))
+            {
+                var moved = move(node);
+                if (moved != node) _catalog.Put(kv.Key, CatalogKeys.DropValue(moved));
+            }
+            else throw new CorruptionException(_catalog.CommittedRoot.Address, "catalog entry", "a tree or drop-queue entry", $"{kv.Key.Length}/{kv.Value.Length} bytes");
+        }
+        return 0;
+    });
+
+    /// <summary>A user block moved from <paramref name="from"/> to <paramref name="to"/>: its reference count moves with it.</summary>
+    internal void MoveReferences(ulong from, ulong to) => _shared.MoveCount(from, to);
+
+    /// <summary>
+    /// At commit, moves every block of the bookkeeping trees (catalog, reference counts, space
+    /// map) and every bitmap page at or above <paramref name="limit"/> to blocks below the
+    /// allocator's ceiling.
+    /// </summary>
+    internal void RelocateBookkeeping(ulong limit) => _relocateFrom = limit;
+
+    /// <summary>At commit, shrinks the pool to <paramref name="totalBlocks"/>; every block from there on must be idle by then.</summary>
+    internal void ShrinkTo(ulong totalBlocks) => _shrinkTo = totalBlocks;
+
     // --- commit ---------------------------------------------------------------------------
 
     /// <summary>
@@ -184,11 +229,14 @@ public sealed class WriteTransaction : IDisposable
         {
             foreach (var (id, w) in _open) SpillTree(id, w);
             ReleaseDropped(_pool.Options.DropBudgetPerCommit);
+            if (_relocateFrom != 0) _catalog.RelocateFrom(_relocateFrom);
             var catalogRoot = _catalog.Spill();
             var refRoot = WriteRefCounts();
             var spaceTree = _base.SpaceMapRoot.IsNone
                 ? TreeWriter.CreateEmpty(_private, TreeKind.SpaceMap)
                 : new TreeWriter(_private, _base.SpaceMapRoot, TreeKind.SpaceMap);
+            if (_shrinkTo != 0) ShrinkSpaceMap(spaceTree, _shrinkTo);
+            if (_relocateFrom != 0) RelocatePages(spaceTree, _relocateFrom);
             var (spaceRoot, totalBlocks) = SpaceMapStore.Persist(_pool.Space, spaceTree, _pool.Store, _gen);
             var sb = _base with
             {
@@ -299,9 +347,30 @@ public sealed class WriteTransaction : IDisposable
         }
     }
 
+    /// <summary>Relocation: the bitmap pages past the new end go, and so does the space past it.</summary>
+    private void ShrinkSpaceMap(TreeWriter spaceTree, ulong totalBlocks)
+    {
+        ulong pages = (totalBlocks + Layout.BitsPerPage - 1) / Layout.BitsPerPage;
+        var gone = spaceTree.Scan(CatalogKeys.U64Key(pages)).ToList();
+        foreach (var kv in gone)
+        {
+            _pool.Space.Free(CatalogKeys.ParseRefValue(kv.Value, 0).Address, 1);
+            spaceTree.Delete(kv.Key);
+        }
+        _pool.Space.Shrink(totalBlocks);
+    }
+
+    /// <summary>Relocation: the space-map tree's nodes and the bitmap pages at or above the limit move (Persist places the pages).</summary>
+    private void RelocatePages(TreeWriter spaceTree, ulong limit)
+    {
+        spaceTree.RelocateFrom(limit);
+        foreach (var kv in spaceTree.Scan().ToList())
+            if (CatalogKeys.ParseRefValue(kv.Value, 0).Address >= limit) _pool.Space.MarkPageDirty(CatalogKeys.ParseU64Key(kv.Key, 0));
+    }
+
     private BlockRef WriteRefCounts()
     {
-        if (_shared.Overlay.Count == 0 && !_base.RefCountRoot.IsNone) return _base.RefCountRoot;
+        if (_shared.Overlay.Count == 0 && !_base.RefCountRoot.IsNone && _relocateFrom == 0) return _base.RefCountRoot;
         var tree = _base.RefCountRoot.IsNone
             ? TreeWriter.CreateEmpty(_private, TreeKind.RefCount)
             : new TreeWriter(_private, _base.RefCountRoot, TreeKind.RefCount);
@@ -311,6 +380,7 @@ public sealed class WriteTransaction : IDisposable
             if (rc <= 1) tree.Delete(key);
             else tree.Put(key, CatalogKeys.U64Value(rc));
         }
+        if (_relocateFrom != 0) tree.RelocateFrom(_relocateFrom);
         return tree.Spill();
     }
 

@@ -40,6 +40,13 @@ internal interface IValueReferences
 {
     /// <summary>Adds the data runs and subtree roots that the entry (<paramref name="key"/>, <paramref name="value"/>) references.</summary>
     void Collect(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, List<ValueRef> into);
+
+    /// <summary>
+    /// The value with each reference it holds replaced by what <paramref name="map"/> returns for
+    /// it (relocation: the block moved, the reference follows). Returns <paramref name="value"/>
+    /// itself when nothing changed. A replacement keeps the run length and the subtree kind.
+    /// </summary>
+    byte[] Rewrite(ReadOnlySpan<byte> key, byte[] value, Func<ValueRef, ValueRef> map);
 }
 
 internal static class ValueReferences

@@ -120,6 +120,49 @@ internal sealed class TreeWriter : TreeReader
         return new BlockRef(n.Address, n.Generation);
     }
 
+    /// <summary>
+    /// Moves every node of this tree placed at or above <paramref name="limit"/>: each such node,
+    /// and every node on the path to it, is shadowed, so the next spill writes them to blocks the
+    /// allocator picks (below relocation's ceiling). Only for unshared trees (the bookkeeping
+    /// trees), where shadowing hands a node's references to its copy: a shared node's copy would
+    /// belong to one parent only, breaking the sharing (relocation moves user trees itself).
+    /// Reads every node of the tree.
+    /// </summary>
+    public void RelocateFrom(ulong limit)
+    {
+        if (DirtyRoot is null)
+        {
+            if (RootRef.IsNone) return;
+            var clean = Root();
+            if (!Reaches(clean, limit)) return;
+            DirtyRoot = Shadow(clean);
+            Version++;
+        }
+        RelocateDirty(DirtyRoot, limit);
+    }
+
+    private void RelocateDirty(Node n, ulong limit)
+    {
+        Debug.Assert(_space.RefCount(n.Address) <= 1, "relocating a shared tree by shadowing");
+        if (n.Address >= limit) { _space.Release(n.Address, 1); n.Address = 0; } // placed earlier in this transaction
+        if (n.IsLeaf) return;
+        for (int i = 0; i < n.Count; i++)
+        {
+            if (n.ChildNodes![i] is { } d) { RelocateDirty(d, limit); continue; }
+            if (Reaches(Child(n, i), limit)) RelocateDirty(WritableChild(n, i), limit);
+        }
+    }
+
+    /// <summary>Whether a clean node, or any node below it, lies at or above <paramref name="limit"/>.</summary>
+    private bool Reaches(Node clean, ulong limit)
+    {
+        if (clean.Address >= limit) return true;
+        if (clean.IsLeaf) return false;
+        for (int i = 0; i < clean.Count; i++)
+            if (clean.Children![i].Address >= limit || Reaches(Child(clean, i), limit)) return true;
+        return false;
+    }
+
     // --- shadowing ------------------------------------------------------------------------
 
     /// <summary>Makes the path to <paramref name="key"/>'s leaf writable, recording it in <paramref name="path"/>; returns the leaf.</summary>
