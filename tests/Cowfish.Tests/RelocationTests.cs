@@ -143,3 +143,55 @@ public sealed class RelocationTests(ITestOutputHelper output)
     public static IEnumerable<object[]> SeedCases() => Seeds.For(2).Select(s => new object[] { s });
 
 }
+
+/// <summary>Defrag rewrites a fragmented, exclusively held file contiguously, and leaves shared files alone.</summary>
+public sealed class RelocationDefragTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void AFragmentedFileBecomesContiguousWithTheSameBytes()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice(), RelocationTests.Small), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/a");
+        fs.CreateFile("v/b");
+        var rng = new Random(11);
+        var a = new byte[2 << 20];
+        rng.NextBytes(a);
+        // Interleaved writes of two files, in a shuffled order: a's blocks end up scattered.
+        var order = Enumerable.Range(0, a.Length / 4096).OrderBy(_ => rng.Next()).ToList();
+        foreach (int blk in order)
+        {
+            fs.Write("v/a", blk * 4096L, a.AsSpan(blk * 4096, 4096));
+            fs.Write("v/b", blk * 4096L, new byte[4096]);
+        }
+        fs.PunchHole("v/a", 40 * 4096, 8 * 4096);
+        a.AsSpan(40 * 4096, 8 * 4096).Clear();
+        int before = fs.Fragments("v/a");
+        var r = Defragmenter.Defragment(fs, "v/a");
+        output.WriteLine(r.ToString());
+        Assert.Equal(before, r.FragmentsBefore);
+        Assert.True(before > 50, $"the file was not fragmented ({before})");
+        Assert.True(r.FragmentsAfter <= 4, $"{r.FragmentsAfter} fragments after defrag");
+        Assert.Equal(a, fs.ReadAll("v/a"));
+        Assert.Equal(2, fs.DataRanges("v/a").Count); // the hole stays a hole
+        TreeModel.AssertClean(fs.Pool, "after defrag");
+    }
+
+    [Fact]
+    public void ASharedFileIsLeftAlone()
+    {
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice(), RelocationTests.Small), ownsPool: true);
+        fs.CreateVolume("v");
+        fs.CreateFile("v/a");
+        for (int i = 0; i < 64; i += 2) { fs.Write("v/a", i * 4096L, new byte[4096]); fs.Write("v/a", (i + 1) * 4096L, new byte[4096]); fs.CreateFile($"v/x{i}"); fs.Write($"v/x{i}", 0, new byte[4096]); }
+        fs.Write("v/a", 0, Enumerable.Range(0, 4096 * 64).Select(i => (byte)i).Where((_, i) => i % 3 == 0).ToArray());
+        fs.Clone("v/a", "v/c");
+        var usage = fs.Usage();
+        var r = Defragmenter.Defragment(fs, "v/a");
+        Assert.Equal(0, r.BytesRewritten);
+        Assert.True(r.SharedBytes > 0);
+        Assert.Equal(usage, fs.Usage());
+        Assert.Equal(fs.ReadAll("v/c"), fs.ReadAll("v/a"));
+        TreeModel.AssertClean(fs.Pool, "after defrag of a shared file");
+    }
+}

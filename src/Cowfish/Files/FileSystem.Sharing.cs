@@ -1,3 +1,4 @@
+using System.Buffers;
 using Cowfish.Format;
 using Cowfish.Transactions;
 using Cowfish.Trees;
@@ -267,6 +268,63 @@ public sealed partial class FileSystem
 
 public sealed partial class FileSystem
 {
+    /// <summary>
+    /// Fragments of a file's written data: maximal runs of records whose disk blocks follow each
+    /// other in file order. 1 for a file laid out contiguously, 0 for one with no data.
+    /// </summary>
+    internal int Fragments(string path)
+    {
+        SettleWrites();
+        var p = PoolPath.Parse(path);
+        using var rt = Pool.BeginRead();
+        var rec = GetVolume(rt, p.Volume);
+        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+        var inode = v.GetInode(v.Resolve(p));
+        if (inode.Type != FileType.File) throw new InvalidRequestException($"{p}: not a regular file");
+        var tree = v.Extents(inode);
+        if (tree is null) return 0;
+        int fragments = 0;
+        ulong nextDisk = 0;
+        foreach (var kv in tree.Scan())
+        {
+            var e = Extent.Decode(kv.Value, 0);
+            if (e.Unwritten) continue;
+            if (e.DiskBlock(0) != nextDisk) fragments++;
+            nextDisk = e.DiskBlock(e.Count - 1) + 1;
+        }
+        return fragments;
+    }
+
+    /// <summary>
+    /// Rewrites blocks [<paramref name="b0"/>, <paramref name="b1"/>) of a file with their own
+    /// bytes, copy-on-write, into one fresh run (defragmentation). The range lock is held from
+    /// the read to the mapping, so no concurrent write is lost; the range is clipped to the
+    /// file's size as of that read, and the size does not change.
+    /// </summary>
+    internal void RewriteInPlace(string path, ulong b0, ulong b1)
+    {
+        var (rec, ino) = ResolveFile(PoolPath.Parse(path));
+        using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
+        WaitForDeferred(rec, ino, b0, b1);
+        int blocks = (int)(b1 - b0);
+        var buf = ArrayPool<byte>.Shared.Rent(blocks * BlockSize);
+        try
+        {
+            ulong end;
+            using (var rt = Pool.BeginRead())
+            {
+                var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+                if (!v.TryGetInode(ino, out var inode)) return;
+                end = Math.Min(b1, (inode.Size + BlockSize - 1) / BlockSize);
+                if (end <= b0) return;
+                buf.AsSpan(0, (int)(end - b0) * BlockSize).Clear();
+                v.ReadData(inode, ino, (long)(b0 * BlockSize), buf.AsSpan(0, (int)Math.Min((end - b0) * BlockSize, inode.Size - b0 * BlockSize)));
+            }
+            MapChanges(rec, ino, [(b0, buf.AsMemory(0, (int)(end - b0) * BlockSize))], null, i => i.Size, durable: false, deferred: false);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+
     /// <summary>
     /// The byte ranges of a file that hold data, in order, adjacent ranges merged; everything else
     /// (holes and unwritten extents) reads as zeros. Like SEEK_DATA/SEEK_HOLE, on one snapshot.

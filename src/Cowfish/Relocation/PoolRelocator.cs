@@ -47,7 +47,7 @@ public static class PoolRelocator
 
         long nodes = 0, data = 0;
         int passes = 0;
-        var clock = Stopwatch.StartNew();
+        Stopwatch? waiting = null; // since the tail was first found empty but not yet idle
         map.SetCeiling(targetBlocks);
         try
         {
@@ -73,7 +73,8 @@ public static class PoolRelocator
                 }
                 if (!options.Shrink) break;
                 if (TryShrink(pool, targetBlocks)) break;
-                if (clock.Elapsed > options.PinWait)
+                waiting ??= Stopwatch.StartNew();
+                if (waiting.Elapsed > options.PinWait)
                     throw new InvalidRequestException(
                         $"every block past {Cli(targetBlocks)} has moved, but the pool cannot shrink yet: a reader (a send?) still pins generation {pool.OldestPinned()}, "
                         + "whose blocks are there; run relocate again when it ends");
