@@ -24,6 +24,7 @@ internal static class Cli
         .. SharingCommands.All,
         .. TransferCommands.All,
         .. StreamCommands.All,
+        .. RelocationCommands.All,
         ServeCommand.Command,
     ];
 

@@ -219,6 +219,17 @@ internal sealed class SpaceMap
     /// <summary>Whether an allocation found no room below the ceiling since it was set, and so lifted it.</summary>
     public bool CeilingBreached { get { lock (_gate) return _ceilingBreached; } }
 
+    /// <summary>Allocated blocks at or above <paramref name="from"/> (what a relocation out of there has to move, roughly).</summary>
+    public ulong CountAllocatedFrom(ulong from)
+    {
+        lock (_gate)
+        {
+            ulong n = 0;
+            for (ulong b = from; b < _total; b++) if (Get(_allocated, b)) n++;
+            return n;
+        }
+    }
+
     /// <summary>The first allocated block at or above <paramref name="from"/>, or 0.</summary>
     public ulong FirstAllocatedFrom(ulong from) { lock (_gate) return FirstSet(_allocated, from); }
 

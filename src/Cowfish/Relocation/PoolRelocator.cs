@@ -107,6 +107,9 @@ public static class PoolRelocator
         return Math.Min(target, fs.Pool.Space.TotalBlocks);
     }
 
+    /// <summary>Blocks in use at or past <paramref name="targetBlocks"/> now: about what a relocation to there moves (for progress).</summary>
+    public static ulong BlocksToMove(FileSystem fs, ulong targetBlocks) => fs.Pool.Space.CountAllocatedFrom(targetBlocks);
+
     private static string Cli(ulong blocks) => $"block {blocks} ({blocks * (ulong)Layout.BlockSize} bytes)";
 }
 

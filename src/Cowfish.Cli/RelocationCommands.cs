@@ -1,0 +1,103 @@
+using System.Text.Json;
+using Cowfish.Format;
+using Cowfish.Relocation;
+
+namespace Cowfish.Cli;
+
+/// <summary>The verbs that move blocks: <c>relocate</c> (compact and shrink a pool) and <c>defrag</c> (one file).</summary>
+internal static class RelocationCommands
+{
+    public static readonly Command[] All =
+    [
+        new("relocate", "relocate POOL [--shrink] [--target-size SIZE] [--json]",
+            "Move every live block out of the pool's tail, keeping all sharing; with --shrink, then cut the pool file.", Relocate,
+            Flags: ["--shrink", "--json"], Options: ["--target-size"], Details: RelocateHelp),
+        new("defrag", "defrag POOL VOLUME/PATH [--json]",
+            "Rewrite a fragmented file contiguously (a file that shares data with clones or snapshots is left alone).", Defrag,
+            Flags: ["--json"]),
+    ];
+
+    private const string RelocateHelp = """
+
+        Without --target-size, the target is the smallest size that leaves room to move the tail:
+        the blocks in use plus an eighth, plus 1 MiB. Blocks at or past the target move below it,
+        once each however many clones, snapshots or files share them. Without --shrink (and
+        without --target-size) the blocks move but the file keeps its size. --target-size implies
+        --shrink. It runs online: reads, sends and other commands go on; writes wait at most one
+        pass. A send that pins an older state holds the shrink back (up to 30 s, then it refuses,
+        and a later relocate finishes it).
+
+        """;
+
+    private static int Relocate(Args a, Io io)
+    {
+        a.Expect(1, "POOL");
+        string? size = a.Option("--target-size");
+        bool shrink = a.Has("--shrink") || size is not null;
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
+        ulong target;
+        if (size is null) target = PoolRelocator.CompactTarget(fs);
+        else
+        {
+            long bytes = Args.ParseSize(size);
+            if (bytes <= 0) throw new UsageException("--target-size must be positive");
+            target = ((ulong)bytes + (ulong)Layout.BlockSize - 1) / (ulong)Layout.BlockSize;
+        }
+        var progress = new Progress(io, "relocate", (long)PoolRelocator.BlocksToMove(fs, target) * Layout.BlockSize);
+        RelocationResult r;
+        try
+        {
+            r = PoolRelocator.Relocate(fs, target, new RelocationOptions
+            {
+                Shrink = shrink,
+                Progress = blocks => progress.Report(blocks * Layout.BlockSize),
+            });
+        }
+        finally { progress.Done(); }
+        ulong bs = (ulong)Layout.BlockSize;
+        if (a.Has("--json"))
+            io.Out.WriteLine(JsonSerializer.Serialize(new
+            {
+                size_before = r.BlocksBefore * bs,
+                size_after = r.BlocksAfter * bs,
+                shrunk = r.Shrunk && r.BlocksAfter < r.BlocksBefore,
+                passes = r.Passes,
+                nodes_rewritten = r.NodesRewritten,
+                data_bytes_moved = r.DataBlocksMoved * (long)bs,
+            }, Cli.Json));
+        else if (r.BlocksAfter < r.BlocksBefore)
+            io.Out.WriteLine($"shrunk {Cli.FormatBytes(r.BlocksBefore * bs)} -> {Cli.FormatBytes(r.BlocksAfter * bs)} "
+                + $"(moved {Cli.FormatBytes((ulong)r.DataBlocksMoved * bs)} of data, rewrote {r.NodesRewritten} tree nodes)");
+        else if (r.Passes > 0)
+            io.Out.WriteLine($"moved {Cli.FormatBytes((ulong)r.DataBlocksMoved * bs)} of data and {r.NodesRewritten} tree nodes below {Cli.FormatBytes(target * bs)}");
+        else
+            io.Out.WriteLine($"nothing to move: the pool is {Cli.FormatBytes(r.BlocksBefore * bs)}");
+        return ExitCodes.Ok;
+    }
+
+    private static int Defrag(Args a, Io io)
+    {
+        a.Expect(2, "POOL VOLUME/PATH");
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
+        string path = a.Positional[1];
+        var progress = new Progress(io, "defrag", (long)fs.Stat(path).Size);
+        DefragResult r;
+        try { r = Defragmenter.Defragment(fs, path, done => progress.Report(done)); }
+        finally { progress.Done(); }
+        if (a.Has("--json"))
+            io.Out.WriteLine(JsonSerializer.Serialize(new
+            {
+                fragments_before = r.FragmentsBefore,
+                fragments_after = r.FragmentsAfter,
+                bytes_rewritten = r.BytesRewritten,
+                shared_bytes = r.SharedBytes,
+            }, Cli.Json));
+        else if (r.SharedBytes > 0)
+            io.Out.WriteLine($"left alone: {path} shares {Cli.FormatBytes(r.SharedBytes)} with clones or snapshots ({r.FragmentsBefore} fragments)");
+        else if (r.BytesRewritten == 0)
+            io.Out.WriteLine($"{path}: already contiguous ({r.FragmentsBefore} fragment{(r.FragmentsBefore == 1 ? "" : "s")})");
+        else
+            io.Out.WriteLine($"{path}: {r.FragmentsBefore} fragments -> {r.FragmentsAfter} ({Cli.FormatBytes((ulong)r.BytesRewritten)} rewritten)");
+        return ExitCodes.Ok;
+    }
+}
