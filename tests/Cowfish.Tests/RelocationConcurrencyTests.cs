@@ -45,6 +45,7 @@ public sealed class RelocationConcurrencyTests(ITestOutputHelper output)
         var errors = new ConcurrentQueue<Exception>();
         int relocations = 0, refused = 0, sends = 0, reads = 0;
         var refusals = new ConcurrentQueue<string>();
+        string? previous = null; // the sender's last snapshot, parent of the next incremental send
 
         // Dedicated threads: on two cores, pool threads blocked in a pipe would starve the rest.
         Task Worker(Action<Random> step, int salt) => Task.Factory.StartNew(() =>
@@ -106,15 +107,20 @@ public sealed class RelocationConcurrencyTests(ITestOutputHelper output)
                 if (!got.AsSpan().SequenceEqual(want)) throw new InvalidOperationException($"{p} read wrong bytes during relocation");
                 Interlocked.Increment(ref reads);
             }, 3),
-            // Snapshots come and go; send | receive of the frozen one into the same pool.
+            // The btrfs/252 analog: read-only snapshots of the volume the writers change, each sent
+            // (incrementally from the previous one when there is one) through a pipe into the same
+            // pool and compared byte for byte; then the received copy and the parent are deleted.
             Worker(rng =>
             {
-                string t = $"t{rng.Next(3)}";
-                if (fs.ListVolumes().Any(v => v.Name == t)) fs.DeleteVolume(t); else fs.Snapshot("v", t, readOnly: true);
-                string name = $"recv{Interlocked.Increment(ref sends)}";
-                Pipe(fs, "snap", name);
-                VolumeCompare.AssertSame(fs, "snap", fs, name, $"received {name}");
+                int n = Interlocked.Increment(ref sends);
+                string snapName = $"t{n}", name = $"recv{n}";
+                fs.Snapshot("v", snapName, readOnly: true);
+                Pipe(fs, snapName, previous, name);
+                VolumeCompare.AssertSame(fs, snapName, fs, name, $"received {name} (parent {previous ?? "none"})");
                 fs.DeleteVolume(name);
+                if (previous is not null) fs.DeleteVolume(previous);
+                previous = rng.Next(3) == 0 ? null : snapName;
+                if (previous is null) fs.DeleteVolume(snapName);
                 fs.Reclaim();
             }, 4),
             // The relocation loop: compact as far as it can; a refusal (no room below the target
@@ -149,13 +155,13 @@ public sealed class RelocationConcurrencyTests(ITestOutputHelper output)
         RelocationTests.AssertContents(fs, models.ToDictionary(), "writers, after the last relocation");
     }
 
-    private static void Pipe(FileSystem fs, string snap, string name)
+    private static void Pipe(FileSystem fs, string snap, string? parent, string name)
     {
         using var server = new AnonymousPipeServerStream(PipeDirection.Out);
         using var client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle);
         var send = Task.Factory.StartNew(() =>
         {
-            try { SendStream.Write(fs, snap, null, server); }
+            try { SendStream.Write(fs, snap, parent, server); }
             finally { server.Dispose(); }
         }, TaskCreationOptions.LongRunning);
         var receive = Task.Factory.StartNew(() => ReceiveStream.Apply(fs, client, new ReceiveOptions { Name = name, BatchRecords = 4, BatchBytes = 512 << 10 }), TaskCreationOptions.LongRunning);

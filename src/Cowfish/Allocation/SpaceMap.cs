@@ -250,7 +250,9 @@ internal sealed class SpaceMap
         {
             if (newTotal < Layout.FirstDataBlock || newTotal > _total) throw new ArgumentOutOfRangeException(nameof(newTotal));
             ulong busy = FirstSet(_busy, newTotal);
-            if (busy != 0) throw new InvalidOperationException($"block {busy} is still busy; cannot shrink to {newTotal} blocks");
+            // Only a writer that found no room below relocation's ceiling (and so lifted it) can
+            // have put a block here since the caller looked: refuse, the relocation gives up.
+            if (busy != 0) throw new InvalidRequestException($"block {busy} came into use while the pool was shrinking to {newTotal} blocks");
             if (_txnShrunkFrom == 0) _txnShrunkFrom = _total;
             _total = newTotal;
             ulong pages = PageCountLocked;

@@ -31,6 +31,9 @@ namespace Cowfish.Relocation;
 /// </remarks>
 public static class PoolRelocator
 {
+    // One relocation per pool at a time: each sets and lifts the space map's one ceiling.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Transactions.Pool, object> Running = new();
+
     /// <summary>Relocates the pool of <paramref name="fs"/> out of its blocks from <paramref name="targetBlocks"/> on.</summary>
     public static RelocationResult Relocate(FileSystem fs, ulong targetBlocks, RelocationOptions? options = null)
     {
@@ -45,6 +48,16 @@ public static class PoolRelocator
         if (map.CountAllocated() + 16 >= targetBlocks)
             throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
 
+        var gate = Running.GetValue(pool, _ => new object());
+        if (!Monitor.TryEnter(gate)) throw new InvalidRequestException("a relocation of this pool is already running");
+        try { return Run(fs, targetBlocks, options, before); }
+        finally { Monitor.Exit(gate); }
+    }
+
+    private static RelocationResult Run(FileSystem fs, ulong targetBlocks, RelocationOptions options, ulong before)
+    {
+        var pool = fs.Pool;
+        var map = pool.Space;
         long nodes = 0, data = 0;
         int passes = 0;
         Stopwatch? waiting = null; // since the tail was first found empty but not yet idle
