@@ -21,7 +21,9 @@ public sealed class RelocationConcurrencyTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(120);
 
-    public static IEnumerable<object[]> SeedCases() => Seeds.For(1).Select(s => new object[] { s });
+    /// <summary>Pinned: 1089440094 caught the device cut after a shrink destroying the data of a
+    /// write that had grown the pool (reserved, written, not yet committed) meanwhile.</summary>
+    public static IEnumerable<object[]> SeedCases() => Seeds.For(1, 1089440094).Select(s => new object[] { s });
 
     [Theory]
     [MemberData(nameof(SeedCases))]

@@ -236,6 +236,18 @@ internal sealed class SpaceMap
     /// <summary>The first busy block (allocated, reserved, or freed and not yet reusable) at or above <paramref name="from"/>, or 0.</summary>
     public ulong FirstBusyFrom(ulong from) { lock (_gate) return FirstSet(_busy, from); }
 
+    /// <summary>
+    /// Runs <paramref name="action"/> with the pool size, holding the map's gate so that no
+    /// reservation grows the pool meanwhile. Relocation cuts the device this way: a reservation
+    /// that grew the pool is already counted in the size (its data may be written, not yet
+    /// mapped by any commit), and one that comes later writes after the cut. This is the one
+    /// I/O done under the gate, once per shrink.
+    /// </summary>
+    public void WithSizeHeld(Action<ulong> action)
+    {
+        lock (_gate) action(_total);
+    }
+
     /// <summary>Marks a bitmap page dirty, so that the next commit writes it to a new block.</summary>
     public void MarkPageDirty(ulong page) { lock (_gate) _dirtyPages.Add(page); }
 

@@ -159,9 +159,11 @@ public sealed class Pool : IDisposable
     internal void EndWrite() => _writer.Exit();
 
     /// <summary>
-    /// Cuts the device back to the larger of the durable and the staged pool sizes (after a
-    /// relocation shrank the pool). Under the writer lock, so that no commit grows the device
-    /// meanwhile; never below the durable size, so that a power cut finds every block it needs.
+    /// Cuts the device back to the largest of the durable, the staged and the space map's pool
+    /// sizes (after a relocation shrank the pool). Under the writer lock, so that no commit grows
+    /// the device meanwhile; never below the durable size, so that a power cut finds every block
+    /// it needs; never below the map's size, since a reservation may have grown the pool and
+    /// written its data there before any commit records it (a cut would lose that data).
     /// </summary>
     internal void TrimDevice()
     {
@@ -171,8 +173,11 @@ public sealed class Pool : IDisposable
         {
             ulong keep;
             lock (_stateGate) keep = Math.Max(_durable.TotalBlocks, _staged.TotalBlocks);
-            long bytes = Layout.ByteOffset(keep);
-            if (_device.Length > bytes) _device.SetLength(bytes);
+            Space.WithSizeHeld(total =>
+            {
+                long bytes = Layout.ByteOffset(Math.Max(keep, total));
+                if (_device.Length > bytes) _device.SetLength(bytes);
+            });
         }
         catch (DeviceIOException e)
         {
