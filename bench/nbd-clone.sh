@@ -5,7 +5,8 @@
 # `cp --reflink=always`. Needs root (loop device, mount, drop_caches; may apt-get install fio, jq,
 # qemu-utils, libnbd-bin, xfsprogs).
 #
-#   sudo bench/nbd-clone.sh                 # full run: 2^20 extents (8 GiB virtual, 4 GiB data), 20 s phases (~10 min)
+#   sudo bench/nbd-clone.sh                 # full run: 2^20 extents (8 GiB virtual, 4 GiB data), 20 s phases (~20 min on 2 loaded cores;
+#                                         --extents 512K took 10.5 min)
 #   sudo bench/nbd-clone.sh --quick         # smoke run: 64 K extents, 8 s phases (~2 min)
 #   sudo bench/nbd-clone.sh --extents 256K  # another extent count (K and M are powers of 1024)
 #
