@@ -35,7 +35,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cmdline="bench/nbd-clone.sh $*"
 quick=0; extents_arg=""; phase_s=""; xfs=1; parent=/var/tmp; keep=0
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "nbd-clone.sh: $*" >&2; exit 1; }
 parse_count() { # 64K, 1M, 1000000 -> integer (K, M powers of 1024)
     case "$1" in
