@@ -48,7 +48,12 @@ internal sealed partial class NbdConnection
     {
         try
         {
-            if (Handshake()) Transmit();
+            // A client gets 30 s for the handshake; one that connects and says nothing must not
+            // hold a thread for ever. Transmission may idle as long as it likes.
+            if (_socket is not null) _socket.ReceiveTimeout = 30_000;
+            if (!Handshake()) return;
+            if (_socket is not null) _socket.ReceiveTimeout = 0;
+            Transmit();
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
         {
@@ -348,18 +353,25 @@ internal sealed partial class NbdConnection
         {
             int n;
             try { n = _in.Read(buffer[total..]); }
-            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException) { n = 0; }
+            catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+            {
+                _timedOut = (e as SocketException ?? e.InnerException as SocketException)?.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock;
+                n = 0;
+            }
             if (n == 0) break;
             total += n;
         }
         return total;
     }
 
+    private bool _timedOut;
+
     private bool ReadFully(Span<byte> buffer, string what)
     {
         int n = ReadSome(buffer);
         if (n == buffer.Length) return true;
-        if (n > 0 || what != "option header") Server.Log($"{Peer}: client went away during the handshake ({what}: {n} of {buffer.Length} bytes)");
+        if (_timedOut) Server.Log($"{Peer}: handshake timed out after 30 s ({what}: {n} of {buffer.Length} bytes); disconnecting");
+        else if (n > 0 || what != "option header") Server.Log($"{Peer}: client went away during the handshake ({what}: {n} of {buffer.Length} bytes)");
         return false;
     }
 
