@@ -41,7 +41,7 @@ internal static class RelocateBench
     private sealed record WriterFigures(int After, double MedianAfter, int During, double MedianDuring, double P99During, double WorstDuring);
 
     private sealed record CowFigures(
-        long BytesBefore, long BytesAfter, ulong UsedBlocks, ulong TargetBlocks, long DataMoved, long NodesRewritten, int Passes,
+        long BytesBefore, long BytesAfter, ulong BlocksAfterShrink, ulong UsedBlocks, ulong TargetBlocks, long DataMoved, long NodesRewritten, int Passes,
         double RelocSeconds, WriterFigures Writer,
         double SendAlone, long StreamBytes, double SendDuring, double RelocDuringSeconds, double Overlap, long DataMovedDuring);
 
@@ -92,6 +92,8 @@ internal static class RelocateBench
         }
         sb.Append(t).AppendLine();
         sb.AppendLine($"Cowfish: {Fmt.Count((long)cow.UsedBlocks)} blocks in use, target {Fmt.Count((long)cow.TargetBlocks)} blocks ({Fmt.MB(cow.TargetBlocks * (double)Block)}); "
+            + $"the relocation left the pool at {Fmt.MB(cow.BlocksAfterShrink * (double)Block)}, and the size after is the file's once the writer's second after it had run "
+            + "(its copy-on-write writes, whose frees wait for durability, can grow the pool again); "
             + "check clean and every file's SHA-256 unchanged after the relocation.").AppendLine();
         if (btrfs is not null)
         {
@@ -301,7 +303,7 @@ internal static class RelocateBench
                 Verify(fs, s, hashes, "the relocation during a send");
                 double sendSec = Seconds(sendEnd - sendStart);
                 double overlap = Seconds(Math.Max(0, Math.Min(relocEnd, sendEnd) - Math.Max(start, sendStart))) / sendSec;
-                return new CowFigures(bytesBefore, bytesAfter, used, target, r.DataBlocksMoved, r.NodesRewritten, r.Passes, relocSeconds, writer,
+                return new CowFigures(bytesBefore, bytesAfter, r.BlocksAfter, used, target, r.DataBlocksMoved, r.NodesRewritten, r.Passes, relocSeconds, writer,
                     alone, counter.Bytes, sendSec, Seconds(relocEnd - start), overlap, res.DataBlocksMoved);
             }
         }
