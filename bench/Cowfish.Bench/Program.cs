@@ -7,7 +7,7 @@ using Cowfish.Bench;
 // same machine, and as a ratio to it. See docs/benchmarks.md.
 
 const string Usage = """
-    usage: Cowfish.Bench <all|tree|commit|clone|files|send> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
+    usage: Cowfish.Bench <all|tree|commit|clone|files|send|relocate> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
 
       all      tree, commit and clone, in this order (not files: it needs root)
       tree     insert / point lookup / forward scan vs SortedDictionary; insert disk traffic vs raw write bandwidth
@@ -18,6 +18,8 @@ const string Usage = """
                --quick up to 10^4 extents)
       send     full send, send | receive and incremental send (1 % of a 1 GiB file's 4 KiB blocks changed) vs btrfs
                send on a loop device (btrfs part needs root; --quick: 256 MiB)
+      relocate relocation (move the tail and shrink) vs btrfs resize and full balance; send alone and during a
+               relocation; worst 4 KiB write during it; ~1 GiB live (btrfs part needs root; --quick: 256 MiB)
 
       --quick            smaller sizes (under a minute)
       --dir DIR          where pool and scratch files go (default: bench/results/tmp-<pid> in the repository,
@@ -47,7 +49,7 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 command ??= "all";
-string[] known = ["all", "tree", "commit", "clone", "files", "send"];
+string[] known = ["all", "tree", "commit", "clone", "files", "send", "relocate"];
 if (!known.Contains(command))
 {
     Console.Error.WriteLine($"unknown benchmark '{command}'\n\n{Usage}");
@@ -91,9 +93,9 @@ int status = 0;
 try
 {
     foreach (var (name, run) in new (string, Func<BenchContext, string>)[]
-             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run), ("files", FileBench.Run), ("send", SendBench.Run) })
+             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run), ("files", FileBench.Run), ("send", SendBench.Run), ("relocate", RelocateBench.Run) })
     {
-        if (command != name && (command != "all" || name is "files" or "send")) continue;
+        if (command != name && (command != "all" || name is "files" or "send" or "relocate")) continue;
         var sw = Stopwatch.StartNew();
         string section = run(ctx);
         section += $"\n_{name}: {Fmt.Time(sw.Elapsed.TotalSeconds)}_\n\n";
