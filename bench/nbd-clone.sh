@@ -37,6 +37,8 @@ quick=0; extents_arg=""; phase_s=""; xfs=1; parent=/var/tmp; keep=0
 
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "nbd-clone.sh: $*" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$here/bench/common.sh"
 parse_count() { # 64K, 1M, 1000000 -> integer (K, M powers of 1024)
     case "$1" in
         *[Kk]) echo $((${1%[Kk]} * 1024)) ;;
@@ -72,42 +74,15 @@ if ((phase_s >= 15)); then first_at=5; every=3; range_at=3; else first_at=2; eve
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
 [[ $EUID -eq 0 ]] || die "run as root (loop device, mount, /proc/sys/vm/drop_caches)"
-missing=()
-for pair in fio:fio jq:jq nbdinfo:libnbd-bin qemu-nbd:qemu-utils qemu-img:qemu-utils; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-((xfs)) && for pair in mkfs.xfs:xfsprogs xfs_io:xfsprogs losetup:mount; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    echo "nbd-clone.sh: installing ${missing[*]}" >&2
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
-        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; } \
-        || die "apt-get install ${missing[*]} failed"
-fi
+tools=(fio:fio jq:jq nbdinfo:libnbd-bin qemu-nbd:qemu-utils qemu-img:qemu-utils)
+((xfs)) && tools+=(mkfs.xfs:xfsprogs xfs_io:xfsprogs losetup:mount)
+need_tools "${tools[@]}"
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd ioengine (Debian's fio package has it)"
-command -v dotnet >/dev/null || die "dotnet (the .NET 10 SDK) is needed to build cowfish"
-
-cowfish_dll="$here/src/Cowfish.Cli/bin/Release/net10.0/Cowfish.Cli.dll"
-if [[ ! -f "$cowfish_dll" ]] || [[ -n "$(find "$here/src" -newer "$cowfish_dll" -type f \
-        \( -name '*.cs' -o -name '*.csproj' \) -print -quit)" ]]; then
-    echo "nbd-clone.sh: building cowfish (dotnet build -c Release)" >&2
-    (cd "$here" && dotnet build -c Release src/Cowfish.Cli >&2) || die "dotnet build failed"
-fi
-cowfish=("$here/scripts/cowfish")
-# The engine commit is the last one that touched src/ (commits to bench/ or docs/ do not change it).
-commit="$(git -C "$here" log -1 --format=%h -- src 2>/dev/null || echo unknown)"
-subject="$(git -C "$here" log -1 --format=%s -- src 2>/dev/null | cut -c1-80 || true)"
-commit="$commit (checkout at $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
-[[ -z "$(git -C "$here" status --porcelain -- src 2>/dev/null)" ]] || commit="$commit (with uncommitted changes in src/)"
+build_cowfish
 
 # ---------------------------------------------------------------------------------------------
 # Scratch directory, servers, cleanup
-mkdir -p "$parent"
-fstype="$(df --output=fstype "$parent" | tail -1 | tr -d ' ')"
-[[ "$fstype" != tmpfs && "$fstype" != ramfs ]] || die "$parent is on $fstype; pass --dir on a real disk"
+scratch_parent "$parent"
 # Peak disk use: the XFS file's data, the pool (about 1.4× the data at 4 KiB extents), fio's writes.
 need=$((data * 3 + 2 * GiB)); ((xfs)) || need=$((data * 5 / 2 + 2 * GiB))
 avail=$(($(df --output=avail -k "$parent" | tail -1) * KiB))

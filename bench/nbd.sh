@@ -38,6 +38,8 @@ quick=0; rounds=""; fio_runtime=""; parent=/var/tmp; keep=0
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "nbd.sh: $*" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$here/bench/common.sh"
 
 while (($#)); do
     case "$1" in
@@ -67,41 +69,14 @@ extent=$((4 * MiB))
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
 [[ $EUID -eq 0 ]] || die "run as root (it drops the page cache with /proc/sys/vm/drop_caches)"
-missing=()
-for pair in qemu-nbd:qemu-utils qemu-img:qemu-utils nbdcopy:libnbd-bin nbdinfo:libnbd-bin \
-            fio:fio nbdkit:nbdkit jq:jq; do
-    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    echo "nbd.sh: installing ${missing[*]}" >&2
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
-        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; } \
-        || die "apt-get install ${missing[*]} failed"
-fi
+need_tools qemu-nbd:qemu-utils qemu-img:qemu-utils nbdcopy:libnbd-bin nbdinfo:libnbd-bin fio:fio nbdkit:nbdkit jq:jq
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd ioengine (Debian's fio package has it)"
 nbdkit file --version >/dev/null 2>&1 || die "nbdkit has no file plugin"
-command -v dotnet >/dev/null || die "dotnet (the .NET 10 SDK) is needed to build cowfish"
-
-cowfish_dll="$here/src/Cowfish.Cli/bin/Release/net10.0/Cowfish.Cli.dll"
-if [[ ! -f "$cowfish_dll" ]] || [[ -n "$(find "$here/src" -newer "$cowfish_dll" -type f \
-        \( -name '*.cs' -o -name '*.csproj' \) -print -quit)" ]]; then
-    echo "nbd.sh: building cowfish (dotnet build -c Release)" >&2
-    (cd "$here" && dotnet build -c Release src/Cowfish.Cli >&2) || die "dotnet build failed"
-fi
-cowfish=("$here/scripts/cowfish")
-# The engine commit is the last one that touched src/ (commits to bench/ or docs/ do not change it).
-commit="$(git -C "$here" log -1 --format=%h -- src 2>/dev/null || echo unknown)"
-subject="$(git -C "$here" log -1 --format=%s -- src 2>/dev/null | cut -c1-80 || true)"
-commit="$commit (checkout at $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown))"
-[[ -z "$(git -C "$here" status --porcelain -- src 2>/dev/null)" ]] || commit="$commit (with uncommitted changes in src/)"
+build_cowfish
 
 # ---------------------------------------------------------------------------------------------
 # Scratch directory, servers, cleanup
-mkdir -p "$parent"
-fstype="$(df --output=fstype "$parent" | tail -1 | tr -d ' ')"
-[[ "$fstype" != tmpfs && "$fstype" != ramfs ]] || die "$parent is on $fstype; pass --dir on a real disk"
+scratch_parent "$parent"
 work="$(mktemp -d "$parent/cowfish-nbd.XXXXXX")"
 mkdir -p "$work/logs" "$work/sock"
 declare -A server_pid=()

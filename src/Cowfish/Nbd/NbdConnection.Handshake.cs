@@ -222,7 +222,6 @@ internal sealed partial class NbdConnection
     {
         Export = export;
         BlockStatus = _structured && _metaExport == export.Name;
-        Structured = _structured;
         Server.Log($"{Peer}: serving {export.Name} ({export.Size} bytes{(export.ReadOnly ? ", read-only" : "")}{(Structured ? ", structured replies" : "")}{(BlockStatus ? ", base:allocation" : "")})");
     }
 

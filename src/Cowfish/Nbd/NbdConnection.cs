@@ -40,7 +40,7 @@ internal sealed partial class NbdConnection
     public NbdServer Server { get; }
     public string Peer { get; }
     public NbdExport? Export { get; private set; }
-    public bool Structured { get; private set; }
+    public bool Structured => _structured;
     public bool BlockStatus { get; private set; }
 
     /// <summary>Runs the connection to its end; never throws.</summary>
@@ -156,7 +156,7 @@ internal sealed partial class NbdConnection
                 if (n < length)
                 {
                     Server.Log($"{Peer}: client went away mid-request (WRITE payload {n} of {length} bytes)");
-                    Release(r);
+                    Complete(r);
                     return;
                 }
             }
@@ -309,7 +309,7 @@ internal sealed partial class NbdConnection
     /// <summary>A free request, waiting while the connection is at its in-flight limit.</summary>
     private NbdRequest Acquire(ushort type, uint length)
     {
-        long charge = length + (type is CmdRead or CmdWrite ? NbdRequest.ReadHeaderRoom : 0);
+        long charge = NbdRequest.ChargeOf(type, length);
         lock (_flightGate)
         {
             while (_inFlight > 0 && (_inFlight >= Server.Options.MaxInFlight || _inFlightBytes + charge > Server.Options.MaxInFlightBytes))
@@ -320,7 +320,8 @@ internal sealed partial class NbdConnection
         }
     }
 
-    private void Release(NbdRequest r)
+    /// <summary>Returns a request to the pool: called by the worker once its reply is sent, or by the reader for a request it abandons.</summary>
+    public void Complete(NbdRequest r)
     {
         long charge = r.Charge;
         r.ReturnBuffer();
@@ -332,9 +333,6 @@ internal sealed partial class NbdConnection
             Monitor.PulseAll(_flightGate);
         }
     }
-
-    /// <summary>Called by the worker when a request's reply has been sent.</summary>
-    public void Complete(NbdRequest r) => Release(r);
 
     /// <summary>Waits until every request in flight has been answered (or dropped with the client).</summary>
     private void Drain()

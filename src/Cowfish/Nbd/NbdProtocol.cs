@@ -23,7 +23,6 @@ internal static class NbdProtocol
     public const uint OptExportName = 1;
     public const uint OptAbort = 2;
     public const uint OptList = 3;
-    public const uint OptStartTls = 5;
     public const uint OptInfo = 6;
     public const uint OptGo = 7;
     public const uint OptStructuredReply = 8;
@@ -36,7 +35,6 @@ internal static class NbdProtocol
     public const uint RepInfo = 3;
     public const uint RepMetaContext = 4;
     public const uint RepErrUnsup = 0x80000001;
-    public const uint RepErrPolicy = 0x80000002;
     public const uint RepErrInvalid = 0x80000003;
     public const uint RepErrUnknown = 0x80000006;
     public const uint RepErrShutdown = 0x80000007;
@@ -78,9 +76,7 @@ internal static class NbdProtocol
 
     // Structured reply flags and types.
     public const ushort ReplyFlagDone = 1 << 0;
-    public const ushort ReplyTypeNone = 0;
     public const ushort ReplyTypeOffsetData = 1;
-    public const ushort ReplyTypeOffsetHole = 2;
     public const ushort ReplyTypeBlockStatus = 5;
     public const ushort ReplyTypeError = 0x8001;
 
@@ -88,14 +84,11 @@ internal static class NbdProtocol
     public const uint StateHole = 1 << 0;
     public const uint StateZero = 1 << 1;
 
-    // Errors.
+    // Errors (the ones this server sends).
     public const uint EPERM = 1;
     public const uint EIO = 5;
-    public const uint ENOMEM = 12;
     public const uint EINVAL = 22;
     public const uint ENOSPC = 28;
-    public const uint EOVERFLOW = 75;
-    public const uint ENOTSUP = 95;
     public const uint ESHUTDOWN = 108;
 
     public const string BaseAllocation = "base:allocation";
@@ -116,11 +109,8 @@ internal static class NbdProtocol
     {
         EPERM => "EPERM",
         EIO => "EIO",
-        ENOMEM => "ENOMEM",
         EINVAL => "EINVAL",
         ENOSPC => "ENOSPC",
-        EOVERFLOW => "EOVERFLOW",
-        ENOTSUP => "ENOTSUP",
         ESHUTDOWN => "ESHUTDOWN",
         _ => e.ToString(),
     };

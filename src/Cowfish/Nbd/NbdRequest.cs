@@ -36,7 +36,10 @@ internal sealed class NbdRequest(NbdConnection connection)
     /// <summary>Whether <see cref="Segments"/> reach the end of the request or of the file.</summary>
     public bool Complete;
 
-    public long Charge => Length + (Type is CmdRead or CmdWrite ? ReadHeaderRoom : 0);
+    public long Charge => ChargeOf(Type, Length);
+
+    /// <summary>What a request counts against its connection's in-flight byte budget: its payload buffer.</summary>
+    public static long ChargeOf(ushort type, uint length) => length + (type is CmdRead or CmdWrite ? ReadHeaderRoom : 0);
 
     public void RentBuffer(int bytes) => Buffer = ArrayPool<byte>.Shared.Rent(bytes);
 

@@ -134,20 +134,26 @@ public sealed class NbdServer : IDisposable
 
     private void Start(Stream input, Stream output, Socket? socket, string peer)
     {
-        NbdConnection c;
+        if (Register(input, output, socket, peer) is not { } c) return;
+        var t = new Thread(() => RunConnection(c)) { IsBackground = true, Name = "nbd-conn" };
+        lock (_gate) _connectionThreads.Add(t);
+        t.Start();
+    }
+
+    /// <summary>A new connection, counted; null (and the socket closed) once the server is stopping.</summary>
+    private NbdConnection? Register(Stream input, Stream output, Socket? socket, string peer)
+    {
         lock (_gate)
         {
             if (_stopping)
             {
                 socket?.Dispose();
-                return;
+                return null;
             }
-            c = new NbdConnection(this, input, output, socket, $"[{++_nextId}] {peer}");
+            var c = new NbdConnection(this, input, output, socket, $"[{++_nextId}] {peer}");
             _connections.Add(c);
+            return c;
         }
-        var t = new Thread(() => RunConnection(c)) { IsBackground = true, Name = $"nbd-conn" };
-        lock (_gate) _connectionThreads.Add(t);
-        t.Start();
     }
 
     private void RunConnection(NbdConnection c)
@@ -165,24 +171,11 @@ public sealed class NbdServer : IDisposable
 
     /// <summary>
     /// Serves one connection over a pair of streams (for example stdin and stdout, the way nbdkit -s
-    /// does) and returns when the client disconnects.
+    /// does) on the calling thread, and returns when the client disconnects.
     /// </summary>
     public void Serve(Stream input, Stream output, string peer = "stdio")
     {
-        NbdConnection c;
-        lock (_gate)
-        {
-            c = new NbdConnection(this, input, output, null, $"[{++_nextId}] {peer}");
-            _connections.Add(c);
-        }
-        Log($"{c.Peer}: connected");
-        c.Run();
-        Log($"{c.Peer}: closed");
-        lock (_gate)
-        {
-            _connections.Remove(c);
-            Monitor.PulseAll(_gate);
-        }
+        if (Register(input, output, null, peer) is { } c) RunConnection(c);
     }
 
     /// <summary>
