@@ -19,13 +19,15 @@ internal static class RelocationCommands
 
     private const string RelocateHelp = """
 
-        Without --target-size, the target is the smallest size that leaves room to move the tail:
-        the blocks in use plus an eighth, plus 1 MiB. Blocks at or past the target move below it,
+        Without --target-size, the target starts at the smallest size that leaves room to move
+        the tail (the blocks in use plus an eighth, plus 1 MiB) and moves up when the free space
+        below it proves too fragmented for an extent being moved, or writers running alongside fill
+        it; with --target-size, either refuses instead. Blocks at or past the target move below it,
         once each however many clones, snapshots or files share them. Without --shrink (and
         without --target-size) the blocks move but the file keeps its size. --target-size implies
-        --shrink. It runs online: reads, sends and other commands go on; writes wait at most one
-        pass. A send that pins an older state holds the shrink back (up to 30 s, then it refuses,
-        and a later relocate finishes it).
+        --shrink. It runs online: reads, sends and other commands go on, and writes wait for one
+        slice at most (a transaction of about 2 ms). A send that pins an older state holds the
+        shrink back (up to 30 s, then it refuses, and a later relocate finishes it).
 
         """;
 
@@ -50,6 +52,7 @@ internal static class RelocationCommands
             r = PoolRelocator.Relocate(fs, target, new RelocationOptions
             {
                 Shrink = shrink,
+                GrowTarget = size is null,
                 Progress = blocks => progress.Report(blocks * Layout.BlockSize),
             });
         }
@@ -61,7 +64,9 @@ internal static class RelocationCommands
                 size_before = r.BlocksBefore * bs,
                 size_after = r.BlocksAfter * bs,
                 shrunk = r.Shrunk && r.BlocksAfter < r.BlocksBefore,
+                target = r.Target * bs,
                 passes = r.Passes,
+                slices = r.Slices,
                 nodes_rewritten = r.NodesRewritten,
                 data_bytes_moved = r.DataBlocksMoved * (long)bs,
             }, Cli.Json));

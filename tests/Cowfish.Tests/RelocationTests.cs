@@ -131,6 +131,100 @@ public sealed class RelocationTests(ITestOutputHelper output)
         AssertContents(fs, model, "after relocation");
     }
 
+    /// <summary>
+    /// Slices of (at least) one block each: hundreds of commits, each of which must stand on its
+    /// own. Every committed state in between checks clean with every byte in place, and at the end
+    /// the sharing is exactly what it was (shared nodes and runs were copied once, through the
+    /// forwarding tree, though their referrers were reached in different slices).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SeedCases))]
+    public void OneBlockSlicesKeepEveryCommitCleanAndAllSharing(int seed)
+    {
+        Seeds.Announce(output, nameof(OneBlockSlicesKeepEveryCommitCleanAndAllSharing), seed);
+        using var fs = new FileSystem(Pool.Create(new MemoryDevice(), Small), ownsPool: true);
+        var model = Populate(fs, new Random(seed));
+        var before = PoolChecker.Check(fs.Pool);
+        var usage = fs.Usage();
+        int slices = 0;
+        var result = PoolRelocator.Relocate(fs, PoolRelocator.CompactTarget(fs), new RelocationOptions
+        {
+            SliceBudget = TimeSpan.Zero,
+            AfterSlice = () =>
+            {
+                if (++slices % 5 != 0) return;
+                var mid = PoolChecker.Check(fs.Pool);
+                Assert.True(mid.IsClean, $"after slice {slices}:\n" + string.Join("\n", mid.Faults.Take(20)));
+                AssertContents(fs, model, $"after slice {slices}");
+            },
+        });
+        output.WriteLine(result.ToString());
+        Assert.True(result.Slices > 20, $"only {result.Slices} slices");
+        Assert.Equal(result.Slices, slices);
+        var after = PoolChecker.Check(fs.Pool);
+        Assert.True(after.IsClean, string.Join("\n", after.Faults.Take(20)));
+        output.WriteLine($"used {before.UsedBlocks} → {after.UsedBlocks}, shared {before.SharedBlocks} → {after.SharedBlocks}");
+        Assert.Equal(before.SharedBlocks, after.SharedBlocks);
+        Assert.Equal(before.UsedBlocks, after.UsedBlocks);
+        Assert.Equal(usage, fs.Usage());
+        AssertContents(fs, model, "after relocation");
+    }
+
+    /// <summary>
+    /// Free space below the compact target in single-block holes (random 4 KiB overwrites), while
+    /// the tail holds 1 MiB extents: an explicit target is refused with a message that says so
+    /// (and leaves the pool clean); without one (GrowTarget, what `cowfish relocate` does), the
+    /// target moves up until the extents fit, and the pool still shrinks.
+    /// </summary>
+    [Fact]
+    public void FragmentedFreeSpaceRaisesTheCompactTarget()
+    {
+        var dev = new MemoryDevice();
+        using var fs = new FileSystem(Pool.Create(dev, Small), ownsPool: true);
+        var rng = new Random(5);
+        fs.CreateVolume("v");
+        var model = new Dictionary<string, byte[]>();
+        foreach (var (name, mib) in new[] { ("filler", 64), ("big", 64), ("small", 16) })
+        {
+            fs.CreateFile("v/" + name);
+            var data = new byte[mib << 20];
+            rng.NextBytes(data);
+            fs.Write("v/" + name, 0, data);
+            model["v/" + name] = data;
+        }
+        fs.Remove("v/filler");
+        model.Remove("v/filler");
+        fs.Reclaim();
+        fs.Flush();
+        var small = model["v/small"];
+        var block = new byte[4096];
+        for (int i = 0; i < 3000; i++)
+        {
+            rng.NextBytes(block);
+            int at = rng.Next(small.Length / 4096) * 4096;
+            fs.Write("v/small", at, block);
+            block.CopyTo(small, at);
+        }
+        fs.Flush();
+        ulong compact = PoolRelocator.CompactTarget(fs);
+        ulong before = fs.Pool.Info().TotalBlocks;
+
+        var e = Assert.Throws<InvalidRequestException>(() => PoolRelocator.Relocate(fs, compact));
+        output.WriteLine(e.Message);
+        Assert.Contains("too fragmented", e.Message);
+        TreeModel.AssertClean(fs.Pool, "after the refusal");
+        AssertContents(fs, model, "after the refusal");
+
+        var r = PoolRelocator.Relocate(fs, compact, new RelocationOptions { GrowTarget = true });
+        output.WriteLine($"{r}, compact target {compact}");
+        Assert.True(r.Shrunk, r.ToString());
+        Assert.True(r.Target > compact && r.Target < before, r.ToString());
+        Assert.Equal(r.Target, fs.Pool.Info().TotalBlocks);
+        Assert.Equal((long)r.Target * 4096, dev.Length);
+        TreeModel.AssertClean(fs.Pool, "after the relocation");
+        AssertContents(fs, model, "after the relocation");
+    }
+
     [Fact]
     public void ATargetTooSmallIsRefused()
     {

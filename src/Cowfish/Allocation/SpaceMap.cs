@@ -78,6 +78,25 @@ internal sealed class SpaceMap
         }
     }
 
+    /// <summary>
+    /// Allocates <paramref name="blocks"/> contiguous blocks below the ceiling (anywhere when none
+    /// is set), or returns 0 if no free run there is long enough: relocation's allocations, which
+    /// must neither lift the ceiling nor grow the pool.
+    /// </summary>
+    public ulong AllocateBelowCeiling(uint blocks)
+    {
+        lock (_gate)
+        {
+            if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
+            ulong top = Top;
+            ulong start = FindRun(_cursor, top, blocks);
+            if (start == 0) start = FindRun(Layout.FirstDataBlock, Math.Min(_cursor, top), blocks);
+            if (start == 0) return 0;
+            Take(start, blocks);
+            return start;
+        }
+    }
+
     /// <summary>Allocates <paramref name="blocks"/> contiguous blocks, growing the pool if no free run is long enough.</summary>
     public ulong Allocate(uint blocks)
     {
@@ -104,12 +123,17 @@ internal sealed class SpaceMap
                 start = FindRun(oldTotal - tailFree, _total, blocks);
                 System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
             }
-            for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); SetBusy(b); }
-            MarkDirty(start, blocks);
-            _txnAllocated[start] = blocks;
-            _cursor = start + blocks;
+            Take(start, blocks);
             return start;
         }
+    }
+
+    private void Take(ulong start, uint blocks)
+    {
+        for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); SetBusy(b); }
+        MarkDirty(start, blocks);
+        _txnAllocated[start] = blocks;
+        _cursor = start + blocks;
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using Cowfish.Format;
 using Cowfish.Transactions;
 using Cowfish.Trees;
@@ -6,39 +7,64 @@ using Cowfish.Trees;
 namespace Cowfish.Relocation;
 
 /// <summary>
-/// One relocation pass over the user trees, inside one write transaction: every tree node and
-/// every data extent at or above <c>limit</c> moves to a block the allocator picks (below its
-/// ceiling), and every node whose subtree moved is rewritten, since nodes are immutable.
+/// One relocation pass over the user trees, cut into slices: each slice is one short write
+/// transaction that goes on from where the last one stopped, moves every tree node and data
+/// extent it meets at or above <c>limit</c> to a block the allocator picks (below its ceiling),
+/// rewrites the nodes on the path to each (nodes are immutable), and stops once its time budget
+/// is spent. Writers wait for one slice at most; readers never wait.
 /// </summary>
 /// <remarks>
-/// There are no back-references, so the pass walks everything the catalog reaches (tree roots,
-/// drop-queue entries, and the subtrees and runs that leaf values name) and memoizes by old
-/// address. Invariant: a block reached through several referrers (a node shared by clones through
-/// lazy reference counts, a disk extent named by many extent records) gets ONE new address, and
-/// every referrer is rewritten to point there, because each referrer lies on a path the walk
-/// covers and sees the memoized result. So the reference count moves with the block unchanged
-/// (<see cref="WriteTransaction.MoveReferences"/>), and the old block is freed once, with the
-/// deferred reuse of any free: a reader pinned to an older state goes on reading it.
-/// Memory: one memo entry per node reached, for the length of the pass.
+/// <para>There are no back-references, so the pass walks everything the catalog reaches: tree
+/// roots, and the subtrees and runs that leaf values name, in catalog order and then key order.
+/// The cursor where a slice stopped is a list of keys, one per level of nesting (catalog entry,
+/// key in that tree, key in the subtree its value holds, ...). Entries that writers add behind the
+/// cursor are found by the next pass, which the relocator runs while the tail still holds blocks.</para>
+/// <para>Sharing. A block reached through several referrers (a node shared through lazy reference
+/// counts, a run named by several extent records) must get ONE copy, yet its referrers may be
+/// reached in different slices, with commits between. Each commit must stand on its own (a crash
+/// may stop there), so the accounting is Rodeh's shadowing: when the walk copies a block that
+/// keeps other referrers, the old block stays (its other referrers still point at it), the copy
+/// takes a reference to everything the old one references, and the forwarding tree (kind
+/// <see cref="TreeKind.Relocation"/>, <see cref="ForwardingTable"/>) records old → copy, holding
+/// one reference to the copy. A later referrer of the old block takes the copy instead and lets
+/// go of the old block, which is freed with its last referrer. A node left half-walked by the end
+/// of a slice may be copied again later: the entries that name it are pointed at the newer copy.
+/// At the end of the pass the forwarding tree is dropped, and the copies keep exactly the
+/// references their referrers hold.</para>
+/// <para>A block whose only referrer is the one being rewritten simply moves: the old block is freed
+/// with the deferred reuse of any free, so a reader pinned to an older state goes on reading it.</para>
+/// <para>Memory: the set of nodes known to reach nothing past the limit (so that shared subtrees
+/// are walked once per pass) and a mirror of the forwarding tree.</para>
 /// </remarks>
 internal sealed class BlockMover
 {
-    private readonly WriteTransaction _tx;
     private readonly Pool _pool;
     private readonly ulong _limit;
-    private readonly ulong _generation;
-    // Old node address → the reference every referrer must now hold (itself if it did not move).
-    private readonly Dictionary<ulong, BlockRef> _nodes = new();
-    // Old start of a moved disk extent → its new start.
-    private readonly Dictionary<ulong, ulong> _runs = new();
     private readonly Action<long>? _progress;
+    // Nodes (address, generation: immutable content) whose subtree holds nothing at or past the limit.
+    private readonly HashSet<BlockRef> _clean = new();
+    // Mirror of the forwarding tree: old node (or data run, generation 0) → its copy.
+    private readonly Dictionary<BlockRef, ValueRef> _forward = new();
+    // Copy → the old nodes whose forwarding entries name it (redirected if the copy is copied again).
+    private readonly Dictionary<BlockRef, List<BlockRef>> _sources = new();
+    private TreeId? _table;
+    // Where the next slice starts: empty at the start of the pass, null once the walk is done.
+    private List<byte[]>? _cursor = new();
 
-    public BlockMover(WriteTransaction tx, ulong limit, Action<long>? progress)
+    // The slice in progress.
+    private WriteTransaction _tx = null!;
+    private TreeWriter _tableWriter = null!;
+    private ulong _generation;
+    private long _deadline;
+    private long _work;
+    private bool _stop;
+    private readonly List<byte[]> _stopAt = new();
+    private readonly List<ValueRef> _old = new(), _new = new();
+
+    public BlockMover(Pool pool, ulong limit, Action<long>? progress)
     {
-        _tx = tx;
-        _pool = tx.Pool;
+        _pool = pool;
         _limit = limit;
-        _generation = tx.Generation.Value;
         _progress = progress;
     }
 
@@ -48,44 +74,126 @@ internal sealed class BlockMover
     /// <summary>Data blocks copied out of the region.</summary>
     public long DataBlocksMoved { get; private set; }
 
-    /// <summary>Moves every user block at or above the limit; the caller commits.</summary>
-    public void Run() => _tx.RewriteRoots(Move);
+    /// <summary>Slices run so far.</summary>
+    public int Slices { get; private set; }
 
-    private BlockRef Move(BlockRef r) => Move(r, 0);
-
-    private BlockRef Move(BlockRef r, int depth)
+    /// <summary>
+    /// Runs one slice in <paramref name="tx"/> (which the caller commits), stopping once
+    /// <paramref name="budget"/> has passed and at least one block was moved. Returns true once
+    /// the walk has covered every tree; the caller then calls <see cref="Finish"/>.
+    /// </summary>
+    public bool Slice(WriteTransaction tx, TimeSpan budget)
     {
-        if (_nodes.TryGetValue(r.Address, out var done)) return done;
+        if (_cursor is null) return true;
+        _tx = tx;
+        _generation = tx.Generation.Value;
+        _deadline = Stopwatch.GetTimestamp() + (long)(budget.TotalSeconds * Stopwatch.Frequency);
+        _work = 0;
+        _stop = false;
+        _stopAt.Clear();
+        _table ??= tx.CreateTree(TreeKind.Relocation);
+        _tableWriter = tx.TreeWriterFor(_table.Value);
+        byte[]? resumeTree = _cursor.Count > 0 ? _cursor[0] : null;
+        foreach (var (key, id, root, kind) in tx.CatalogTreesFrom(resumeTree))
+        {
+            bool resuming = resumeTree is not null && key.AsSpan().SequenceEqual(resumeTree);
+            if (id == _table || root.IsNone) continue;
+            if (OutOfTime()) { Stop(key); break; }
+            var moved = MoveNode(root, callerStays: false, resuming ? _cursor : null, 1, 0);
+            if (moved != root) tx.SetCatalogRoot(id, moved, kind);
+            if (_stop) { _stopAt.Insert(0, key); break; }
+        }
+        Slices++;
+        _cursor = _stop ? new List<byte[]>(_stopAt) : null;
+        return _cursor is null;
+    }
+
+    /// <summary>Ends the pass: drops the forwarding tree (its references go back to the drop queue).</summary>
+    public void Finish(WriteTransaction tx)
+    {
+        if (_table is { } t) tx.DropTree(t);
+        _table = null;
+        _forward.Clear();
+        _sources.Clear();
+    }
+
+    private bool OutOfTime() => _work > 0 && Stopwatch.GetTimestamp() > _deadline;
+
+    private void Stop(byte[] at)
+    {
+        _stop = true;
+        _stopAt.Insert(0, at);
+    }
+
+    /// <summary>
+    /// The reference that the caller's new copy holds in place of <paramref name="r"/>.
+    /// <paramref name="callerStays"/>: the caller's old version survives (it is shared), so it
+    /// keeps its reference to <paramref name="r"/>; else that reference passes to the result.
+    /// <paramref name="resume"/>[<paramref name="at"/>..]: the cursor inside this subtree.
+    /// </summary>
+    private BlockRef MoveNode(BlockRef r, bool callerStays, List<byte[]>? resume, int at, int depth)
+    {
+        if (_clean.Contains(r)) return r;
+        if (_forward.TryGetValue(r, out var forwarded))
+        {
+            // Copied earlier in this pass, through another referrer: take the copy.
+            var to = forwarded.Subtree;
+            _tx.AddReference(to.Address, 1);
+            if (!callerStays) _tx.ReleaseTree(r);
+            return MoveNode(to, callerStays: false, resume, at, depth);
+        }
         if (depth >= Layout.MaxTreeDepth) throw new CorruptionException(r.Address, "tree depth", $"< {Layout.MaxTreeDepth}", depth.ToString());
         var node = _pool.Store.Read(r.Address);
         if (node.Generation != r.Generation)
             throw new CorruptionException(r.Address, "node generation", r.Generation.ToString(), node.Generation.ToString());
 
+        _sources.TryGetValue(r, out var sources);
+        int moving = (callerStays ? 0 : 1) + (sources?.Count ?? 0);
+        uint rc = _tx.RefCount(r.Address);
+        Debug.Assert(rc >= moving, "more references moving off a node than it has");
+        bool stays = rc > moving;
+        byte[]? from = resume is not null && at < resume.Count ? resume[at] : null;
+        bool whole = from is null;
         List<BlockRef>? children = null;
         List<byte[]>? values = null;
+        var vr = ValueReferences.For(node.Kind);
         if (!node.IsLeaf)
         {
-            for (int i = 0; i < node.Count; i++)
+            int first = from is null ? 0 : node.ChildFor(from);
+            for (int i = first; i < node.Count; i++)
             {
-                var c = Move(node.Children![i], depth + 1);
-                if (c == node.Children[i]) continue;
-                children ??= new List<BlockRef>(node.Children);
-                children[i] = c;
+                if (i > first && OutOfTime()) { Stop(node.Keys[i]); break; }
+                var c = MoveNode(node.Children![i], stays, i == first ? resume : null, at, depth + 1);
+                if (c != node.Children[i])
+                {
+                    children ??= new List<BlockRef>(node.Children);
+                    children[i] = c;
+                }
+                if (_stop) break;
             }
         }
-        else if (ValueReferences.For(node.Kind) is { } vr)
+        else if (vr is not null)
         {
-            for (int i = 0; i < node.Count; i++)
+            int first = 0;
+            bool exact = false;
+            if (from is not null) first = node.LowerBound(from, out exact);
+            for (int i = first; i < node.Count; i++)
             {
-                var v = vr.Rewrite(node.Keys[i], node.Values![i], MoveValueRef);
-                if (ReferenceEquals(v, node.Values[i])) continue;
-                values ??= new List<byte[]>(node.Values);
-                values[i] = v;
+                if (OutOfTime()) { Stop(node.Keys[i]); break; }
+                var nested = i == first && exact ? resume : null;
+                var v = vr.Rewrite(node.Keys[i], node.Values![i], x => MoveValue(x, stays, nested, at + 1, depth));
+                if (!ReferenceEquals(v, node.Values[i]))
+                {
+                    values ??= new List<byte[]>(node.Values);
+                    values[i] = v;
+                }
+                if (_stop) { _stopAt.Insert(0, node.Keys[i]); break; }
             }
         }
-        if (r.Address < _limit && children is null && values is null)
+        bool complete = whole && !_stop;
+        if (children is null && values is null && r.Address < _limit)
         {
-            _nodes[r.Address] = r;
+            if (complete) _clean.Add(r);
             return r;
         }
 
@@ -97,35 +205,100 @@ internal sealed class BlockMover
             copy.Children!.AddRange(children ?? node.Children!);
             for (int i = 0; i < node.Count; i++) copy.ChildNodes!.Add(null);
         }
-        copy.Address = _pool.Space.Allocate(1);
-        _tx.MoveReferences(r.Address, copy.Address);
-        _pool.Space.Free(r.Address, 1);
+        if (stays) AddSharedReferences(node, children, values, vr);
+        // The references that move off r: the caller's (unless its old version stays) and the
+        // forwarding entries'. If they were all, the last release frees r; its references pass
+        // to the copy (those that changed were moved by the walk below).
+        for (int k = 0; k < moving; k++) _tx.ReleaseReference(r.Address, 1);
+        copy.Address = Allocate(1);
         _pool.Store.Write(copy);
-        var moved = new BlockRef(copy.Address, _generation);
-        _nodes[r.Address] = moved;
         NodesRewritten++;
+        _work++;
+        var moved = new BlockRef(copy.Address, _generation);
+        var target = ValueRef.Tree(moved, node.Kind);
+        // The caller's copy holds the copy's first reference; each forwarding entry one more.
+        if (sources is not null)
+        {
+            _sources.Remove(r);
+            foreach (var s in sources) Forward(s, target);
+            _sources[moved] = sources;
+        }
+        if ((long)rc - moving - (callerStays ? 1 : 0) > 0)
+        {
+            // Other referrers keep r until the walk reaches them: they will take the copy.
+            Forward(r, target);
+            if (!_sources.TryGetValue(moved, out var list)) _sources[moved] = list = new List<BlockRef>(1);
+            list.Add(r);
+        }
+        if (complete) _clean.Add(moved);
         return moved;
     }
 
-    private ValueRef MoveValueRef(ValueRef v)
+    /// <summary>The old node stays: its copy takes one more reference to each child or run it shares with it.</summary>
+    private void AddSharedReferences(Node node, List<BlockRef>? children, List<byte[]>? values, IValueReferences? vr)
+    {
+        if (!node.IsLeaf)
+        {
+            for (int i = 0; i < node.Count; i++)
+                if (children is null || children[i] == node.Children![i]) _tx.AddReference(node.Children![i].Address, 1);
+            return;
+        }
+        if (vr is null) return;
+        for (int i = 0; i < node.Count; i++)
+        {
+            _old.Clear();
+            vr.Collect(node.Keys[i], node.Values![i], _old);
+            if (values is not null && !ReferenceEquals(values[i], node.Values[i]))
+            {
+                _new.Clear();
+                vr.Collect(node.Keys[i], values[i], _new);
+                for (int j = 0; j < _old.Count; j++)
+                    if (_new[j] == _old[j]) _tx.AddReference(_old[j].Address, _old[j].Blocks);
+                continue;
+            }
+            foreach (var o in _old) _tx.AddReference(o.Address, o.Blocks);
+        }
+    }
+
+    /// <summary>Records old → copy in the forwarding tree, which takes a reference to the copy.</summary>
+    private void Forward(BlockRef old, ValueRef to)
+    {
+        _forward[old] = to;
+        _tableWriter.Put(ForwardingTable.Key(old), ForwardingTable.Value(to), releaseReplaced: false);
+        _tx.AddReference(to.Address, to.Blocks);
+    }
+
+    private ValueRef MoveValue(ValueRef v, bool callerStays, List<byte[]>? resume, int at, int depth)
     {
         if (v.IsSubtree)
         {
-            var root = Move(v.Subtree);
+            var root = MoveNode(v.Subtree, callerStays, resume, at, depth + 1);
             return root == v.Subtree ? v : ValueRef.Tree(root, v.SubtreeKind);
         }
         if (v.Address + v.Blocks <= _limit) return v;
-        if (!_runs.TryGetValue(v.Address, out ulong to))
+        var key = new BlockRef(v.Address, 0);
+        if (_forward.TryGetValue(key, out var to))
         {
-            to = _pool.Space.Allocate(v.Blocks);
-            CopyBlocks(v.Address, to, v.Blocks);
-            _tx.MoveReferences(v.Address, to);
-            _pool.Space.Free(v.Address, v.Blocks);
-            _runs[v.Address] = to;
-            DataBlocksMoved += v.Blocks;
-            _progress?.Invoke(DataBlocksMoved);
+            _tx.AddReference(to.Address, to.Blocks);
+            if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks);
+            return to;
         }
-        return ValueRef.Data(to, v.Blocks);
+        uint rc = _tx.RefCount(v.Address);
+        var moved = ValueRef.Data(Allocate(v.Blocks), v.Blocks);
+        CopyBlocks(v.Address, moved.Address, v.Blocks);
+        if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks); // the last reference frees the run
+        if (rc > 1) Forward(key, moved); // other records name the run: they take the copy
+        DataBlocksMoved += v.Blocks;
+        _work += v.Blocks;
+        _progress?.Invoke(DataBlocksMoved);
+        return moved;
+    }
+
+    /// <summary>A run below the ceiling: never past the target, never growing the pool.</summary>
+    private ulong Allocate(uint blocks)
+    {
+        ulong at = _pool.Space.AllocateBelowCeiling(blocks);
+        return at != 0 ? at : throw new NoRoomException(blocks);
     }
 
     /// <summary>Copies a run verbatim: the CRCs in the extent records describe these bytes, wherever they lie.</summary>
@@ -145,4 +318,10 @@ internal sealed class BlockMover
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
     }
+}
+
+/// <summary>No free run below the target is long enough for a block being moved (the free space there is fragmented, or used up).</summary>
+internal sealed class NoRoomException(uint blocks) : Exception($"no free run of {blocks} blocks")
+{
+    public uint Blocks { get; } = blocks;
 }

@@ -44,7 +44,7 @@ public static class PoolRelocator
         if (targetBlocks < Layout.FirstDataBlock + 1)
             throw new InvalidRequestException($"target of {targetBlocks} blocks is below the smallest pool");
         if (targetBlocks >= before)
-            return new RelocationResult(before, before, 0, 0, 0, Shrunk: false);
+            return new RelocationResult(before, before, 0, 0, 0, Shrunk: false) { Target = before };
         if (map.CountAllocated() + 16 >= targetBlocks)
             throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
 
@@ -59,29 +59,44 @@ public static class PoolRelocator
         var pool = fs.Pool;
         var map = pool.Space;
         long nodes = 0, data = 0;
-        int passes = 0;
+        int passes = 0, slices = 0;
         Stopwatch? waiting = null; // since the tail was first found empty but not yet idle
         map.SetCeiling(targetBlocks);
         try
         {
+            DropLeftoverTables(pool);
             while (true)
             {
                 // Writes queued before now claim their (possibly tail) reservations first.
                 fs.SettleWrites();
                 if (map.CeilingBreached)
+                {
+                    // An allocation (a writer's, or the bookkeeping's) found no room below the target.
+                    if (Grow(ref targetBlocks, 0)) continue;
                     throw new InvalidRequestException($"not enough free space below {Cli(targetBlocks)} for the blocks being moved and the writes running alongside; try a larger target");
+                }
                 if (map.FirstAllocatedFrom(targetBlocks) != 0)
                 {
                     if (passes >= options.MaxPasses)
                         throw new InvalidRequestException($"blocks past {Cli(targetBlocks)} are still in use after {passes} passes");
-                    using var tx = pool.BeginWrite();
-                    var mover = new BlockMover(tx, targetBlocks, d => options.Progress?.Invoke(data + d));
-                    mover.Run();
-                    tx.RelocateBookkeeping(targetBlocks);
-                    tx.Commit();
-                    passes++;
-                    nodes += mover.NodesRewritten;
-                    data += mover.DataBlocksMoved;
+                    long dataBefore = data;
+                    var mover = new BlockMover(pool, targetBlocks, d => options.Progress?.Invoke(dataBefore + d));
+                    try { RunPass(pool, mover, targetBlocks, options); }
+                    catch (NoRoomException e)
+                    {
+                        DropLeftoverTables(pool);
+                        if (!Grow(ref targetBlocks, e.Blocks))
+                            throw new InvalidRequestException(
+                                $"the free space below {Cli(targetBlocks)} is too fragmented: no free run of {e.Blocks} blocks is left for an extent from the tail "
+                                + $"({map.CountAllocated()} blocks in use); try a larger target, or relocate without one to find the smallest that works");
+                    }
+                    finally
+                    {
+                        passes++;
+                        slices += mover.Slices;
+                        nodes += mover.NodesRewritten;
+                        data += mover.DataBlocksMoved;
+                    }
                     continue;
                 }
                 if (!options.Shrink) break;
@@ -94,9 +109,87 @@ public static class PoolRelocator
                 Thread.Sleep(5);
             }
         }
+        catch (InvalidRequestException)
+        {
+            // A refusal mid-pass leaves a forwarding tree: give its references back now.
+            DropLeftoverTables(pool);
+            throw;
+        }
         finally { map.SetCeiling(0); }
         if (options.Shrink) pool.TrimDevice();
-        return new RelocationResult(before, options.Shrink ? pool.Space.TotalBlocks : before, passes, nodes, data, options.Shrink);
+        ulong after = options.Shrink ? pool.Space.TotalBlocks : before;
+        return new RelocationResult(before, after, passes, nodes, data, options.Shrink && after < before) { Slices = slices, Target = targetBlocks };
+
+        // With GrowTarget, a target that proved too small moves up (everything moved so far lies
+        // below it, so no work is lost) and the ceiling with it.
+        bool Grow(ref ulong target, uint blocks)
+        {
+            if (!options.GrowTarget || target >= before) return false;
+            ulong used = map.CountAllocated();
+            ulong next = target + Math.Max(blocks, used / 16 + 256);
+            if (next >= before) return false;
+            target = next;
+            map.SetCeiling(target);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// One pass: the walk in slices of one short transaction each, then the bookkeeping trees and
+    /// bitmap pages (one transaction), then the drop queue, which now holds the forwarding tree and
+    /// the old blocks that lost their last referrer, drained in slices. Ends durable.
+    /// </summary>
+    private static void RunPass(Transactions.Pool pool, BlockMover mover, ulong targetBlocks, RelocationOptions options)
+    {
+        var sinceDurable = Stopwatch.StartNew();
+        int undurable = 0;
+        while (true)
+        {
+            using var tx = pool.BeginWrite();
+            // Once an allocation has found no room below the target, new blocks may land in the
+            // tail, even at the address of a moved run whose forwarding entry is still live: the
+            // pass stops before another slice can follow that entry.
+            if (pool.Space.CeilingBreached)
+                throw new InvalidRequestException($"not enough free space below {Cli(targetBlocks)} for the blocks being moved and the writes running alongside; try a larger target");
+            bool done = mover.Slice(tx, options.SliceBudget);
+            if (done)
+            {
+                mover.Finish(tx);
+                tx.RelocateBookkeeping(targetBlocks);
+            }
+            // Each commit frees the bookkeeping blocks it replaced, reusable only once durable: wait
+            // for durability (outside the writer lock) every few slices, so that the room below
+            // the target is not used up by slices' bookkeeping.
+            bool durable = ++undurable >= DurableEverySlices || sinceDurable.Elapsed >= DurableEvery;
+            tx.Commit(waitForDurability: durable);
+            if (durable) { undurable = 0; sinceDurable.Restart(); }
+            options.AfterSlice?.Invoke();
+            if (done) break;
+        }
+        while (true)
+        {
+            using var tx = pool.BeginWrite();
+            bool more = tx.ReleaseDroppedNow(DropSlice);
+            tx.Commit(waitForDurability: false);
+            if (!more) break;
+        }
+        pool.Flush();
+    }
+
+    private const int DurableEverySlices = 8;
+    private static readonly TimeSpan DurableEvery = TimeSpan.FromMilliseconds(50);
+
+    // Drop-queue entries a draining slice releases (each reads one node).
+    private const int DropSlice = 256;
+
+    /// <summary>A forwarding tree left by a relocation that a crash stopped is dropped: its references go back.</summary>
+    private static void DropLeftoverTables(Transactions.Pool pool)
+    {
+        using var tx = pool.BeginWrite();
+        bool any = false;
+        foreach (var (_, id, _, kind) in tx.CatalogTreesFrom(null))
+            if (kind == Trees.TreeKind.Relocation) { tx.DropTree(id); any = true; }
+        if (any) tx.Commit(waitForDurability: false);
     }
 
     /// <summary>
@@ -140,7 +233,30 @@ public sealed class RelocationOptions
 
     /// <summary>Called with the data blocks moved so far.</summary>
     public Action<long>? Progress { get; init; }
+
+    /// <summary>
+    /// How long one slice of a pass may hold the writer lock before it commits and lets writers
+    /// in (it always moves at least one block; a data run is at most 1 MiB).
+    /// </summary>
+    public TimeSpan SliceBudget { get; init; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>
+    /// Treat the target as a first guess (<see cref="PoolRelocator.CompactTarget"/>): when the free
+    /// space below it proves too fragmented for an extent being moved, or writers running alongside
+    /// fill it, raise it and go on, instead of refusing. What the result reports is where it ended.
+    /// </summary>
+    public bool GrowTarget { get; init; }
+
+    /// <summary>Called after each slice commits (tests use it to interleave work).</summary>
+    public Action? AfterSlice { get; init; }
 }
 
 /// <summary>What a relocation did.</summary>
-public sealed record RelocationResult(ulong BlocksBefore, ulong BlocksAfter, int Passes, long NodesRewritten, long DataBlocksMoved, bool Shrunk);
+public sealed record RelocationResult(ulong BlocksBefore, ulong BlocksAfter, int Passes, long NodesRewritten, long DataBlocksMoved, bool Shrunk)
+{
+    /// <summary>Write transactions the passes' walks took.</summary>
+    public int Slices { get; init; }
+
+    /// <summary>The target the relocation ended with (raised from the one asked for only with <see cref="RelocationOptions.GrowTarget"/>).</summary>
+    public ulong Target { get; init; }
+}

@@ -175,35 +175,52 @@ public sealed class WriteTransaction : IDisposable
 
     // --- relocation -----------------------------------------------------------------------
 
-    /// <summary>
-    /// Offers every root the catalog holds (tree roots and drop-queue entries) to
-    /// <paramref name="move"/>, and records the root it returns. Relocation runs in a transaction
-    /// of its own, with no tree open, so no open writer holds a root that this would change.
-    /// </summary>
-    internal void RewriteRoots(Func<BlockRef, BlockRef> move) => Guard(() =>
+    /// <summary>The catalog's tree entries from <paramref name="from"/> on (all when null), in key order.</summary>
+    internal List<(byte[] Key, TreeId Id, BlockRef Root, TreeKind Kind)> CatalogTreesFrom(byte[]? from) => Guard(() =>
     {
-        if (_open.Count > 0) throw new InvalidOperationException("relocation needs a transaction with no open tree");
-        var entries = _catalog.Scan(CatalogKeys.PrefixStart(CatalogKeys.TreePrefix), CatalogKeys.PrefixEnd(CatalogKeys.DropPrefix)).ToList();
-        foreach (var kv in entries)
+        var list = new List<(byte[], TreeId, BlockRef, TreeKind)>();
+        var start = from ?? CatalogKeys.PrefixStart(CatalogKeys.TreePrefix);
+        foreach (var kv in _catalog.Scan(start, CatalogKeys.PrefixEnd(CatalogKeys.TreePrefix)))
         {
-            if (CatalogKeys.TryParseTree(kv.Key, kv.Value, out _, out var root, out var kind))
-            {
-                if (root.IsNone) continue;
-                var moved = move(root);
-                if (moved != root) _catalog.Put(kv.Key, CatalogKeys.TreeValue(moved, kind));
-            }
-            else if (CatalogKeys.TryParseDrop(kv.Key, kv.Value, out _, out var node))
-            {
-                var moved = move(node);
-                if (moved != node) _catalog.Put(kv.Key, CatalogKeys.DropValue(moved));
-            }
-            else throw new CorruptionException(_catalog.CommittedRoot.Address, "catalog entry", "a tree or drop-queue entry", $"{kv.Key.Length}/{kv.Value.Length} bytes");
+            if (!CatalogKeys.TryParseTree(kv.Key, kv.Value, out ulong id, out var root, out var kind))
+                throw new CorruptionException(_catalog.CommittedRoot.Address, "catalog tree entry", "a 9-byte key and 17-byte value of a known kind", $"{kv.Key.Length}/{kv.Value.Length} bytes");
+            list.Add((kv.Key, new TreeId(id), root, kind));
         }
+        return list;
+    });
+
+    /// <summary>
+    /// Relocation: records a new root for a tree that is not open in this transaction. The caller
+    /// has moved the catalog's one reference from the old root to the new one.
+    /// </summary>
+    internal void SetCatalogRoot(TreeId id, BlockRef root, TreeKind kind) => Guard(() =>
+    {
+        if (_open.ContainsKey(id.Value)) throw new InvalidOperationException($"tree {id} is open in this transaction");
+        _catalog.Put(CatalogKeys.Tree(id.Value), CatalogKeys.TreeValue(root, kind));
         return 0;
     });
 
+    /// <summary>References to a user block (1 unless shared).</summary>
+    internal uint RefCount(ulong address) => Guard(() => _shared.RefCount(address));
+
+    /// <summary>One more reference to a user block or run already in use.</summary>
+    internal void AddReference(ulong address, uint blocks) => Guard(() => { _shared.AddRef(address, blocks); return 0; });
+
+    /// <summary>One reference less; the last one frees the run (a node's children are not touched: see <see cref="ReleaseTree"/>).</summary>
+    internal void ReleaseReference(ulong address, uint blocks) => Guard(() => { _shared.Release(address, blocks); return 0; });
+
+    /// <summary>One reference less to a node; the last one queues it, with everything it references, for background release.</summary>
+    internal void ReleaseTree(BlockRef node) => Guard(() => { _shared.ReleaseSubtree(node); return 0; });
+
     /// <summary>A user block moved from <paramref name="from"/> to <paramref name="to"/>: its reference count moves with it.</summary>
     internal void MoveReferences(ulong from, ulong to) => _shared.MoveCount(from, to);
+
+    /// <summary>Takes up to <paramref name="budget"/> node references off the drop queue now; returns whether any remain.</summary>
+    internal bool ReleaseDroppedNow(int budget) => Guard(() =>
+    {
+        ReleaseDropped(budget);
+        return HasPendingDrops;
+    });
 
     /// <summary>
     /// At commit, moves every block of the bookkeeping trees (catalog, reference counts, space

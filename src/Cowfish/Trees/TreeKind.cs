@@ -17,6 +17,11 @@ internal enum TreeKind : byte
     Volume = 5,
     /// <summary>One file's extent map: file block → data extent.</summary>
     FileExtents = 6,
+    /// <summary>
+    /// A running relocation's forwarding table: old block → the copy that every later referrer of
+    /// the old block takes instead; each value holds one reference to its copy.
+    /// </summary>
+    Relocation = 7,
 }
 
 /// <summary>
