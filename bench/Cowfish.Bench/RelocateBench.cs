@@ -41,7 +41,7 @@ internal static class RelocateBench
     private sealed record WriterFigures(int After, double MedianAfter, int During, double MedianDuring, double P99During, double WorstDuring);
 
     private sealed record CowFigures(
-        long BytesBefore, long BytesAfter, ulong BlocksAfterShrink, ulong UsedBlocks, ulong TargetBlocks, long DataMoved, long NodesRewritten, int Passes,
+        long BytesBefore, long BytesAfter, ulong BlocksAfterShrink, ulong UsedBlocks, ulong TargetBlocks, long DataMoved, long NodesRewritten, int Passes, int Slices,
         double RelocSeconds, WriterFigures Writer,
         double SendAlone, long StreamBytes, double SendDuring, double RelocDuringSeconds, double Overlap, long DataMovedDuring);
 
@@ -80,7 +80,7 @@ internal static class RelocateBench
         sb.AppendLine("#### 1. Relocation to used + margin, and shrink").AppendLine();
         double cowRate = cow.DataMoved * (double)Block / cow.RelocSeconds;
         var t = new Table("", "operation", "data moved", "time", "data moved / s", "size before", "size after");
-        t.Add("Cowfish", $"`Relocate(fs, CompactTarget)` (passes: {cow.Passes}; tree nodes rewritten: {Fmt.Count(cow.NodesRewritten)})",
+        t.Add("Cowfish", $"`Relocate(fs, CompactTarget)` (passes: {cow.Passes} in {Fmt.Count(cow.Slices)} slices; tree nodes rewritten: {Fmt.Count(cow.NodesRewritten)})",
             Fmt.MB(cow.DataMoved * (double)Block), Fmt.Time(cow.RelocSeconds), Fmt.MBps(cowRate), Fmt.MB(cow.BytesBefore), Fmt.MB(cow.BytesAfter));
         if (btrfs is not null)
         {
@@ -266,7 +266,7 @@ internal static class RelocateBench
                 ctx.Progress($"relocate: cowfish pool {Fmt.MB(bytesBefore)}, {Fmt.MB(used * (double)Block)} used, {Fmt.MB(PoolRelocator.BlocksToMove(fs, target) * (double)Block)} past the target");
                 DropCaches();
                 var h = fs.OpenFile("v/w");
-                (r, relocSeconds, writer) = WithWriter((off, buf) => h.Write(off, buf), () => PoolRelocator.Relocate(fs, target));
+                (r, relocSeconds, writer) = WithWriter((off, buf) => h.Write(off, buf), () => PoolRelocator.Relocate(fs, target, new RelocationOptions { GrowTarget = true }));
                 bytesAfter = new FileInfo(pa).Length;
                 if (!r.Shrunk || bytesAfter >= bytesBefore)
                     throw new InvalidOperationException($"relocate: the pool did not shrink ({bytesBefore} → {bytesAfter} bytes, {r})");
@@ -290,7 +290,7 @@ internal static class RelocateBench
                 long start = Stopwatch.GetTimestamp();
                 var reloc = Task.Factory.StartNew(() =>
                 {
-                    var res = PoolRelocator.Relocate(fs, t2);
+                    var res = PoolRelocator.Relocate(fs, t2, new RelocationOptions { GrowTarget = true });
                     return (res, End: Stopwatch.GetTimestamp());
                 }, TaskCreationOptions.LongRunning);
                 var during = new CountingStream();
@@ -303,7 +303,7 @@ internal static class RelocateBench
                 Verify(fs, s, hashes, "the relocation during a send");
                 double sendSec = Seconds(sendEnd - sendStart);
                 double overlap = Seconds(Math.Max(0, Math.Min(relocEnd, sendEnd) - Math.Max(start, sendStart))) / sendSec;
-                return new CowFigures(bytesBefore, bytesAfter, r.BlocksAfter, used, target, r.DataBlocksMoved, r.NodesRewritten, r.Passes, relocSeconds, writer,
+                return new CowFigures(bytesBefore, bytesAfter, r.BlocksAfter, used, target, r.DataBlocksMoved, r.NodesRewritten, r.Passes, r.Slices, relocSeconds, writer,
                     alone, counter.Bytes, sendSec, Seconds(relocEnd - start), overlap, res.DataBlocksMoved);
             }
         }

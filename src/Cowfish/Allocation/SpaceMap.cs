@@ -83,18 +83,48 @@ internal sealed class SpaceMap
     /// is set), or returns 0 if no free run there is long enough: relocation's allocations, which
     /// must neither lift the ceiling nor grow the pool.
     /// </summary>
+    /// <remarks>
+    /// Placement: the top of the highest idle stretch below the ceiling that is long enough, apart
+    /// from the next-fit cursor that everything else uses. Writers running alongside allocate
+    /// single blocks from the low end up; had the relocation shared their cursor, their blocks
+    /// would be sprinkled between its extents, and the free space left below the target would
+    /// soon hold no run long enough for the next extent. Top-down placement leaves no remnants
+    /// between extents either (the price: a moved file's extents lie in descending order).
+    /// </remarks>
     public ulong AllocateBelowCeiling(uint blocks)
     {
         lock (_gate)
         {
             if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
-            ulong top = Top;
-            ulong start = FindRun(_cursor, top, blocks);
-            if (start == 0) start = FindRun(Layout.FirstDataBlock, Math.Min(_cursor, top), blocks);
-            if (start == 0) return 0;
-            Take(start, blocks);
+            var (_, hi) = HighestFreeStretch(Math.Min(_moveTop, Top), blocks);
+            if (hi == 0) (_, hi) = HighestFreeStretch(Top, blocks); // something freed above the last placement
+            if (hi == 0) return 0;
+            ulong start = hi - blocks;
+            Take(start, blocks, moveCursor: false);
+            _moveTop = start + blocks;
             return start;
         }
+    }
+
+    // Where relocation's top-down search starts next (the end of its last placement).
+    private ulong _moveTop = ulong.MaxValue;
+
+    /// <summary>The highest stretch of idle blocks below <paramref name="top"/> at least <paramref name="blocks"/> long, as [lo, hi); (0, 0) if none.</summary>
+    private (ulong Lo, ulong Hi) HighestFreeStretch(ulong top, uint blocks)
+    {
+        ulong b = top;
+        while (b > Layout.FirstDataBlock)
+        {
+            // Find the highest idle block below b, skipping busy words.
+            ulong c = b - 1;
+            if ((b & 63) == 0 && _busy[(c) >> 6] == ulong.MaxValue) { b -= 64; continue; }
+            if (Get(_busy, c)) { b = c; continue; }
+            ulong hi = b, lo = c;
+            while (lo > Layout.FirstDataBlock && !Get(_busy, lo - 1)) lo--;
+            if (hi - lo >= blocks) return (lo, hi);
+            b = lo;
+        }
+        return (0, 0);
     }
 
     /// <summary>Allocates <paramref name="blocks"/> contiguous blocks, growing the pool if no free run is long enough.</summary>
@@ -123,17 +153,17 @@ internal sealed class SpaceMap
                 start = FindRun(oldTotal - tailFree, _total, blocks);
                 System.Diagnostics.Debug.Assert(start != 0, "no run after growing");
             }
-            Take(start, blocks);
+            Take(start, blocks, moveCursor: true);
             return start;
         }
     }
 
-    private void Take(ulong start, uint blocks)
+    private void Take(ulong start, uint blocks, bool moveCursor)
     {
         for (ulong b = start; b < start + blocks; b++) { Set(_allocated, b); SetBusy(b); }
         MarkDirty(start, blocks);
         _txnAllocated[start] = blocks;
-        _cursor = start + blocks;
+        if (moveCursor) _cursor = start + blocks;
     }
 
     /// <summary>
@@ -236,6 +266,7 @@ internal sealed class SpaceMap
         {
             _ceiling = ceiling;
             _ceilingBreached = false;
+            _moveTop = ulong.MaxValue;
             if (ceiling != 0 && _cursor >= ceiling) _cursor = Layout.FirstDataBlock;
         }
     }

@@ -39,7 +39,7 @@ namespace Cowfish.Relocation;
 internal sealed class BlockMover
 {
     private readonly Pool _pool;
-    private readonly ulong _limit;
+    private ulong _limit;
     private readonly Action<long>? _progress;
     // Nodes (address, generation: immutable content) whose subtree holds nothing at or past the limit.
     private readonly HashSet<BlockRef> _clean = new();
@@ -78,6 +78,37 @@ internal sealed class BlockMover
     public int Slices { get; private set; }
 
     /// <summary>
+    /// Finish the walk even without room: an extent that finds no run below the target stays where
+    /// it is. The walk still reaches every referrer, so the blocks already copied lose their old
+    /// copies (a shared block's old copy goes only when its last referrer takes the new one).
+    /// </summary>
+    public bool SkipWhatDoesNotFit { get; set; }
+
+    /// <summary>Set when the last slice stopped because no free run below the target was long enough for an extent of this many blocks.</summary>
+    public uint OutOfRoom { get; private set; }
+
+    /// <summary>
+    /// The target moved up to <paramref name="limit"/>: blocks between the old and the new one stay.
+    /// Forwarding of data runs there is forgotten, since those blocks can now be freed and reused
+    /// (a node's entry names its generation too, so it cannot be mistaken).
+    /// </summary>
+    public void Retarget(ulong limit)
+    {
+        _limit = limit;
+        ForgetDataForwards(limit);
+    }
+
+    /// <summary>
+    /// Forgets the forwarding of data runs below <paramref name="below"/> (all of them: after the
+    /// ceiling was breached, any freed tail block may hold new data). Their later referrers move
+    /// them again, unshared; the forwarding tree keeps its references until the pass ends.
+    /// </summary>
+    public void ForgetDataForwards(ulong below)
+    {
+        foreach (var k in _forward.Keys.Where(k => k.Generation == 0 && k.Address < below).ToList()) _forward.Remove(k);
+    }
+
+    /// <summary>
     /// Runs one slice in <paramref name="tx"/> (which the caller commits), stopping once
     /// <paramref name="budget"/> has passed and at least one block was moved. Returns true once
     /// the walk has covered every tree; the caller then calls <see cref="Finish"/>.
@@ -86,6 +117,7 @@ internal sealed class BlockMover
     {
         if (_cursor is null) return true;
         _tx = tx;
+        if (!SkipWhatDoesNotFit) OutOfRoom = 0;
         _generation = tx.Generation.Value;
         _deadline = Stopwatch.GetTimestamp() + (long)(budget.TotalSeconds * Stopwatch.Frequency);
         _work = 0;
@@ -210,7 +242,9 @@ internal sealed class BlockMover
         // forwarding entries'. If they were all, the last release frees r; its references pass
         // to the copy (those that changed were moved by the walk below).
         for (int k = 0; k < moving; k++) _tx.ReleaseReference(r.Address, 1);
-        copy.Address = Allocate(1);
+        // One block: when none is left below the target, anywhere (the relocator sees the
+        // ceiling breached before the next slice, and deals with it).
+        copy.Address = _pool.Space.AllocateBelowCeiling(1) is var a and not 0 ? a : _pool.Space.Allocate(1);
         _pool.Store.Write(copy);
         NodesRewritten++;
         _work++;
@@ -283,8 +317,22 @@ internal sealed class BlockMover
             if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks);
             return to;
         }
+        ulong to2 = _pool.Space.AllocateBelowCeiling(v.Blocks);
+        if (to2 == 0 && SkipWhatDoesNotFit)
+        {
+            OutOfRoom = Math.Max(OutOfRoom, v.Blocks);
+            return v; // stays past the target this pass
+        }
+        if (to2 == 0)
+        {
+            // No run below the target is long enough: stop here (this entry is where the walk
+            // resumes), and let the relocator make room (a flush, or a higher target).
+            OutOfRoom = v.Blocks;
+            _stop = true;
+            return v;
+        }
         uint rc = _tx.RefCount(v.Address);
-        var moved = ValueRef.Data(Allocate(v.Blocks), v.Blocks);
+        var moved = ValueRef.Data(to2, v.Blocks);
         CopyBlocks(v.Address, moved.Address, v.Blocks);
         if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks); // the last reference frees the run
         if (rc > 1) Forward(key, moved); // other records name the run: they take the copy
@@ -292,13 +340,6 @@ internal sealed class BlockMover
         _work += v.Blocks;
         _progress?.Invoke(DataBlocksMoved);
         return moved;
-    }
-
-    /// <summary>A run below the ceiling: never past the target, never growing the pool.</summary>
-    private ulong Allocate(uint blocks)
-    {
-        ulong at = _pool.Space.AllocateBelowCeiling(blocks);
-        return at != 0 ? at : throw new NoRoomException(blocks);
     }
 
     /// <summary>Copies a run verbatim: the CRCs in the extent records describe these bytes, wherever they lie.</summary>
@@ -318,10 +359,4 @@ internal sealed class BlockMover
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
     }
-}
-
-/// <summary>No free run below the target is long enough for a block being moved (the free space there is fragmented, or used up).</summary>
-internal sealed class NoRoomException(uint blocks) : Exception($"no free run of {blocks} blocks")
-{
-    public uint Blocks { get; } = blocks;
 }

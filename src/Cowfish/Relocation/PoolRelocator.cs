@@ -61,6 +61,7 @@ public static class PoolRelocator
         long nodes = 0, data = 0;
         int passes = 0, slices = 0;
         Stopwatch? waiting = null; // since the tail was first found empty but not yet idle
+        bool gaveUp = false; // GrowTarget: no target below the pool's size works now
         map.SetCeiling(targetBlocks);
         try
         {
@@ -69,27 +70,14 @@ public static class PoolRelocator
             {
                 // Writes queued before now claim their (possibly tail) reservations first.
                 fs.SettleWrites();
-                if (map.CeilingBreached)
-                {
-                    // An allocation (a writer's, or the bookkeeping's) found no room below the target.
-                    if (Grow(ref targetBlocks, 0)) continue;
-                    throw new InvalidRequestException($"not enough free space below {Cli(targetBlocks)} for the blocks being moved and the writes running alongside; try a larger target");
-                }
-                if (map.FirstAllocatedFrom(targetBlocks) != 0)
+                if (map.FirstAllocatedFrom(targetBlocks) != 0 || map.CeilingBreached)
                 {
                     if (passes >= options.MaxPasses)
                         throw new InvalidRequestException($"blocks past {Cli(targetBlocks)} are still in use after {passes} passes");
                     long dataBefore = data;
                     var mover = new BlockMover(pool, targetBlocks, d => options.Progress?.Invoke(dataBefore + d));
-                    try { RunPass(pool, mover, targetBlocks, options); }
-                    catch (NoRoomException e)
-                    {
-                        DropLeftoverTables(pool);
-                        if (!Grow(ref targetBlocks, e.Blocks))
-                            throw new InvalidRequestException(
-                                $"the free space below {Cli(targetBlocks)} is too fragmented: no free run of {e.Blocks} blocks is left for an extent from the tail "
-                                + $"({map.CountAllocated()} blocks in use); try a larger target, or relocate without one to find the smallest that works");
-                    }
+                    uint shortOf;
+                    try { shortOf = RunPass(pool, mover, targetBlocks, options); }
                     finally
                     {
                         passes++;
@@ -97,7 +85,21 @@ public static class PoolRelocator
                         nodes += mover.NodesRewritten;
                         data += mover.DataBlocksMoved;
                     }
-                    continue;
+                    if (shortOf == 0) continue;
+                    // The pass ran out of room below the target (1 block: other allocations took it).
+                    ulong used = map.CountAllocated();
+                    ulong next = targetBlocks + Math.Max(shortOf, used / 16 + 256);
+                    if (options.GrowTarget && next < before)
+                    {
+                        targetBlocks = next;
+                        map.SetCeiling(targetBlocks);
+                        continue;
+                    }
+                    if (options.GrowTarget) { gaveUp = true; break; }
+                    throw new InvalidRequestException(shortOf <= 1
+                        ? $"not enough free space below {Cli(targetBlocks)} for the blocks being moved and the writes running alongside; try a larger target"
+                        : $"the free space below {Cli(targetBlocks)} is too fragmented: no free run of {shortOf} blocks is left for an extent from the tail "
+                          + $"({used} blocks in use); try a larger target, or relocate without one to find the smallest that works");
                 }
                 if (!options.Shrink) break;
                 if (TryShrink(pool, targetBlocks)) break;
@@ -116,56 +118,90 @@ public static class PoolRelocator
             throw;
         }
         finally { map.SetCeiling(0); }
-        if (options.Shrink) pool.TrimDevice();
+        if (options.Shrink && !gaveUp) pool.TrimDevice();
         ulong after = options.Shrink ? pool.Space.TotalBlocks : before;
+        if (gaveUp) targetBlocks = before;
         return new RelocationResult(before, after, passes, nodes, data, options.Shrink && after < before) { Slices = slices, Target = targetBlocks };
-
-        // With GrowTarget, a target that proved too small moves up (everything moved so far lies
-        // below it, so no work is lost) and the ceiling with it.
-        bool Grow(ref ulong target, uint blocks)
-        {
-            if (!options.GrowTarget || target >= before) return false;
-            ulong used = map.CountAllocated();
-            ulong next = target + Math.Max(blocks, used / 16 + 256);
-            if (next >= before) return false;
-            target = next;
-            map.SetCeiling(target);
-            return true;
-        }
     }
 
     /// <summary>
     /// One pass: the walk in slices of one short transaction each, then the bookkeeping trees and
     /// bitmap pages (one transaction), then the drop queue, which now holds the forwarding tree and
-    /// the old blocks that lost their last referrer, drained in slices. Ends durable.
+    /// the old blocks that lost their last referrer, drained in slices. Ends durable. Returns false
+    /// if it gave up (GrowTarget, and no target below the pool's size has room).
     /// </summary>
-    private static void RunPass(Transactions.Pool pool, BlockMover mover, ulong targetBlocks, RelocationOptions options)
+    /// <remarks>
+    /// Room: when an extent finds no free run below the target, or some other allocation finds no
+    /// block there and lifts the ceiling (writers running alongside), the pass does not start
+    /// over, which would lose the forwarding of shared blocks: it makes the pool durable (blocks
+    /// freed since become reusable), tries once more, and then, with GrowTarget, raises the target;
+    /// without, it refuses.
+    /// </remarks>
+    private static uint RunPass(Transactions.Pool pool, BlockMover mover, ulong targetBlocks, RelocationOptions options)
     {
+        uint shortOf = 0;
+        var map = pool.Space;
         var sinceDurable = Stopwatch.StartNew();
         int undurable = 0;
+        bool flushedForRoom = false;
         while (true)
         {
-            using var tx = pool.BeginWrite();
-            // Once an allocation has found no room below the target, new blocks may land in the
-            // tail, even at the address of a moved run whose forwarding entry is still live: the
-            // pass stops before another slice can follow that entry.
-            if (pool.Space.CeilingBreached)
-                throw new InvalidRequestException($"not enough free space below {Cli(targetBlocks)} for the blocks being moved and the writes running alongside; try a larger target");
-            bool done = mover.Slice(tx, options.SliceBudget);
-            if (done)
+            bool done = false;
+            if (!map.CeilingBreached)
             {
-                mover.Finish(tx);
-                tx.RelocateBookkeeping(targetBlocks);
+                using var tx = pool.BeginWrite();
+                done = mover.Slice(tx, options.SliceBudget);
+                if (done)
+                {
+                    mover.Finish(tx);
+                    tx.RelocateBookkeeping(targetBlocks);
+                }
+                // Each commit frees the blocks it replaced, reusable only once durable: wait for
+                // durability (outside the writer lock) every few slices, so that the room below the
+                // target is not used up by blocks waiting for it.
+                bool durable = ++undurable >= DurableEverySlices || sinceDurable.Elapsed >= DurableEvery;
+                tx.Commit(waitForDurability: durable);
+                if (durable) { undurable = 0; sinceDurable.Restart(); }
+                options.AfterSlice?.Invoke();
+                if (done && !map.CeilingBreached) break;
+                if ((mover.OutOfRoom == 0 || mover.SkipWhatDoesNotFit) && !map.CeilingBreached) { flushedForRoom = false; continue; }
             }
-            // Each commit frees the bookkeeping blocks it replaced, reusable only once durable: wait
-            // for durability (outside the writer lock) every few slices, so that the room below
-            // the target is not used up by slices' bookkeeping.
-            bool durable = ++undurable >= DurableEverySlices || sinceDurable.Elapsed >= DurableEvery;
-            tx.Commit(waitForDurability: durable);
-            if (durable) { undurable = 0; sinceDurable.Restart(); }
-            options.AfterSlice?.Invoke();
-            if (done) break;
+            // Out of room below the target.
+            bool breached = map.CeilingBreached;
+            pool.Flush(); // blocks freed since the last durable commit become reusable
+            sinceDurable.Restart();
+            undurable = 0;
+            if (breached)
+            {
+                // While the ceiling was lifted, a freed block past the target may have been reused.
+                mover.ForgetDataForwards(ulong.MaxValue);
+                map.SetCeiling(targetBlocks);
+            }
+            if (done) break; // the walk is over; the next pass moves what is left
+            if (!flushedForRoom) { flushedForRoom = true; continue; }
+            // Still no room: finish the walk without moving what does not fit, so that the old
+            // copies of what did move are freed; the caller then raises the target or refuses.
+            mover.SkipWhatDoesNotFit = true;
+            shortOf = Math.Max(shortOf, Math.Max(1u, mover.OutOfRoom));
         }
+        DrainDrops(pool);
+        if (mover.SkipWhatDoesNotFit) shortOf = Math.Max(shortOf, Math.Max(1u, mover.OutOfRoom));
+        return shortOf;
+    }
+
+    /// <summary>Gives up a pass: drops its forwarding tree, drains the drop queue.</summary>
+    private static void EndPass(Transactions.Pool pool, BlockMover mover)
+    {
+        using (var tx = pool.BeginWrite())
+        {
+            mover.Finish(tx);
+            tx.Commit(waitForDurability: false);
+        }
+        DrainDrops(pool);
+    }
+
+    private static void DrainDrops(Transactions.Pool pool)
+    {
         while (true)
         {
             using var tx = pool.BeginWrite();

@@ -12,6 +12,46 @@ internal static class VolumeCompare
         Assert.True(diff is null, $"{context}: {va} and {vb} differ: {diff}");
     }
 
+    /// <summary>
+    /// A SHA-256 over everything <see cref="Difference"/> compares (paths, stat, xattrs, entries,
+    /// symlink targets, bytes and data ranges), in a fixed order: two volumes have the same digest
+    /// exactly when they do not differ, so a volume deleted since can still be compared.
+    /// </summary>
+    public static string Digest(FileSystem fs, string volume)
+    {
+        using var h = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        void Add(string s) { h.AppendData(System.Text.Encoding.UTF8.GetBytes(s)); h.AppendData("\0"u8); }
+        var todo = new Stack<string>();
+        todo.Push("");
+        while (todo.Count > 0)
+        {
+            string rel = todo.Pop();
+            string p = rel.Length == 0 ? volume : $"{volume}/{rel}";
+            var st = fs.Stat(p);
+            Add(rel);
+            Add(st.ToString());
+            foreach (var x in fs.ListXattrs(p).Select(x => $"{x.Name}={Convert.ToHexString(x.Value)}").Order(StringComparer.Ordinal)) Add(x);
+            switch (st.Type)
+            {
+                case FileType.Directory:
+                    foreach (var e in fs.ListDirectory(p).OrderBy(e => e.Name, StringComparer.Ordinal))
+                    {
+                        Add($"{e.Name} {e.Inode} {e.Type}");
+                        todo.Push(rel.Length == 0 ? e.Name : $"{rel}/{e.Name}");
+                    }
+                    break;
+                case FileType.Symlink:
+                    Add(fs.ReadSymlink(p));
+                    break;
+                case FileType.File:
+                    h.AppendData(fs.ReadAll(p));
+                    Add(string.Join(",", fs.DataRanges(p)));
+                    break;
+            }
+        }
+        return Convert.ToHexString(h.GetHashAndReset());
+    }
+
     public static string? Difference(FileSystem a, string va, FileSystem b, string vb)
     {
         var todo = new Stack<string>();
