@@ -39,7 +39,7 @@ namespace Cowfish.Relocation;
 internal sealed class BlockMover
 {
     private readonly Pool _pool;
-    private ulong _limit;
+    private readonly ulong _limit;
     private readonly Action<long>? _progress;
     // Nodes (address, generation: immutable content) whose subtree holds nothing at or past the limit.
     private readonly HashSet<BlockRef> _clean = new();
@@ -86,27 +86,6 @@ internal sealed class BlockMover
 
     /// <summary>Set when the last slice stopped because no free run below the target was long enough for an extent of this many blocks.</summary>
     public uint OutOfRoom { get; private set; }
-
-    /// <summary>
-    /// The target moved up to <paramref name="limit"/>: blocks between the old and the new one stay.
-    /// Forwarding of data runs there is forgotten, since those blocks can now be freed and reused
-    /// (a node's entry names its generation too, so it cannot be mistaken).
-    /// </summary>
-    public void Retarget(ulong limit)
-    {
-        _limit = limit;
-        ForgetDataForwards(limit);
-    }
-
-    /// <summary>
-    /// Forgets the forwarding of data runs below <paramref name="below"/> (all of them: after the
-    /// ceiling was breached, any freed tail block may hold new data). Their later referrers move
-    /// them again, unshared; the forwarding tree keeps its references until the pass ends.
-    /// </summary>
-    public void ForgetDataForwards(ulong below)
-    {
-        foreach (var k in _forward.Keys.Where(k => k.Generation == 0 && k.Address < below).ToList()) _forward.Remove(k);
-    }
 
     /// <summary>
     /// Runs one slice in <paramref name="tx"/> (which the caller commits), stopping once

@@ -45,12 +45,17 @@ public static class PoolRelocator
             throw new InvalidRequestException($"target of {targetBlocks} blocks is below the smallest pool");
         if (targetBlocks >= before)
             return new RelocationResult(before, before, 0, 0, 0, Shrunk: false) { Target = before };
-        if (map.CountAllocated() + 16 >= targetBlocks)
-            throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
 
         var gate = Running.GetValue(pool, _ => new object());
         if (!Monitor.TryEnter(gate)) throw new InvalidRequestException("a relocation of this pool is already running");
-        try { return Run(fs, targetBlocks, options, before); }
+        try
+        {
+            // A forwarding tree left by a crash holds copies: give them back before counting.
+            if (DropLeftoverTables(pool)) DrainDrops(pool);
+            if (map.CountAllocated() + 16 >= targetBlocks)
+                throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
+            return Run(fs, targetBlocks, options, before);
+        }
         finally { Monitor.Exit(gate); }
     }
 
@@ -166,17 +171,19 @@ public static class PoolRelocator
                 if (done && !map.CeilingBreached) break;
                 if ((mover.OutOfRoom == 0 || mover.SkipWhatDoesNotFit) && !map.CeilingBreached) { flushedForRoom = false; continue; }
             }
-            // Out of room below the target.
-            bool breached = map.CeilingBreached;
+            if (map.CeilingBreached)
+            {
+                // Another allocation found no block below the target and lifted the ceiling: a
+                // freed block past the target may since hold new data, so the pass's forwarding
+                // ends here (a new pass starts from scratch, under a restored or raised ceiling).
+                if (!done) EndPass(pool, mover);
+                else DrainDrops(pool);
+                return 1;
+            }
+            // Out of room below the target for an extent.
             pool.Flush(); // blocks freed since the last durable commit become reusable
             sinceDurable.Restart();
             undurable = 0;
-            if (breached)
-            {
-                // While the ceiling was lifted, a freed block past the target may have been reused.
-                mover.ForgetDataForwards(ulong.MaxValue);
-                map.SetCeiling(targetBlocks);
-            }
             if (done) break; // the walk is over; the next pass moves what is left
             if (!flushedForRoom) { flushedForRoom = true; continue; }
             // Still no room: finish the walk without moving what does not fit, so that the old
@@ -219,13 +226,14 @@ public static class PoolRelocator
     private const int DropSlice = 256;
 
     /// <summary>A forwarding tree left by a relocation that a crash stopped is dropped: its references go back.</summary>
-    private static void DropLeftoverTables(Transactions.Pool pool)
+    private static bool DropLeftoverTables(Transactions.Pool pool)
     {
         using var tx = pool.BeginWrite();
         bool any = false;
         foreach (var (_, id, _, kind) in tx.CatalogTreesFrom(null))
             if (kind == Trees.TreeKind.Relocation) { tx.DropTree(id); any = true; }
         if (any) tx.Commit(waitForDurability: false);
+        return any;
     }
 
     /// <summary>
