@@ -157,16 +157,5 @@ public sealed class RelocationConcurrencyTests(ITestOutputHelper output)
         RelocationTests.AssertContents(fs, models.ToDictionary(), "writers, after the last relocation");
     }
 
-    private static void Pipe(FileSystem fs, string snap, string? parent, string name)
-    {
-        using var server = new AnonymousPipeServerStream(PipeDirection.Out);
-        using var client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle);
-        var send = Task.Factory.StartNew(() =>
-        {
-            try { SendStream.Write(fs, snap, parent, server); }
-            finally { server.Dispose(); }
-        }, TaskCreationOptions.LongRunning);
-        var receive = Task.Factory.StartNew(() => ReceiveStream.Apply(fs, client, new ReceiveOptions { Name = name, BatchRecords = 4, BatchBytes = 512 << 10 }), TaskCreationOptions.LongRunning);
-        if (!Task.WaitAll([send, receive], Limit)) throw new TimeoutException("send | receive did not finish: deadlock?");
-    }
+    private static void Pipe(FileSystem fs, string snap, string? parent, string name) => SendRelocationStressTests.Pipe(fs, snap, parent, fs, name);
 }

@@ -123,7 +123,8 @@ public sealed class SendRelocationStressTests(ITestOutputHelper output)
         TreeModel.AssertClean(b.Pool, "the receiving pool");
     }
 
-    private static void Pipe(FileSystem from, string snap, string? parent, FileSystem to, string name)
+    /// <summary>send | receive through an anonymous pipe, each on a thread of its own.</summary>
+    internal static void Pipe(FileSystem from, string snap, string? parent, FileSystem to, string name)
     {
         using var server = new AnonymousPipeServerStream(PipeDirection.Out);
         using var client = new AnonymousPipeClientStream(PipeDirection.In, server.ClientSafePipeHandle);
