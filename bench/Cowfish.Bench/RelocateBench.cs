@@ -80,7 +80,7 @@ internal static class RelocateBench
         sb.AppendLine("#### 1. Relocation to used + margin, and shrink").AppendLine();
         double cowRate = cow.DataMoved * (double)Block / cow.RelocSeconds;
         var t = new Table("", "operation", "data moved", "time", "data moved / s", "size before", "size after");
-        t.Add("Cowfish", $"`Relocate(fs, CompactTarget)` (passes: {cow.Passes} in {Fmt.Count(cow.Slices)} slices; tree nodes rewritten: {Fmt.Count(cow.NodesRewritten)})",
+        t.Add("Cowfish", $"`Relocate(fs, CompactTarget, GrowTarget)` (passes: {cow.Passes} in {Fmt.Count(cow.Slices)} slices; tree nodes rewritten: {Fmt.Count(cow.NodesRewritten)})",
             Fmt.MB(cow.DataMoved * (double)Block), Fmt.Time(cow.RelocSeconds), Fmt.MBps(cowRate), Fmt.MB(cow.BytesBefore), Fmt.MB(cow.BytesAfter));
         if (btrfs is not null)
         {

@@ -29,7 +29,7 @@ public sealed class SendRelocationStressTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(SeedCases))]
-    public void SnapshotsSentBothWaysWhileRelocationRunsNonstop(int seed) => Run(seed, operations: 500, every: 20);
+    public void SnapshotsSentBothWaysWhileRelocationRunsNonstop(int seed) => Run(seed, operations: 800, every: 20);
 
     [Fact]
     [Trait("Category", "Stress")]

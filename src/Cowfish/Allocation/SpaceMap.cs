@@ -96,35 +96,39 @@ internal sealed class SpaceMap
         lock (_gate)
         {
             if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
-            var (_, hi) = HighestFreeStretch(Math.Min(_moveTop, Top), blocks);
-            if (hi == 0) (_, hi) = HighestFreeStretch(Top, blocks); // something freed above the last placement
+            ulong top = Top, below = Math.Min(_moveTop, top);
+            ulong hi = HighestFreeEnd(below, Layout.FirstDataBlock, blocks);
+            if (hi == 0 && below < top) hi = HighestFreeEnd(top, below, blocks); // something freed above the last placement
             if (hi == 0) return 0;
             ulong start = hi - blocks;
             Take(start, blocks, moveCursor: false);
-            _moveTop = start + blocks;
+            _moveTop = start;
             return start;
         }
     }
 
-    // Where relocation's top-down search starts next (the end of its last placement).
+    // Where relocation's top-down search starts next (the start of its last placement).
     private ulong _moveTop = ulong.MaxValue;
 
-    /// <summary>The highest stretch of idle blocks below <paramref name="top"/> at least <paramref name="blocks"/> long, as [lo, hi); (0, 0) if none.</summary>
-    private (ulong Lo, ulong Hi) HighestFreeStretch(ulong top, uint blocks)
+    /// <summary>
+    /// The end of the highest stretch of idle blocks at least <paramref name="blocks"/> long that
+    /// ends at or below <paramref name="top"/> and above <paramref name="floor"/>; 0 if none.
+    /// </summary>
+    private ulong HighestFreeEnd(ulong top, ulong floor, uint blocks)
     {
         ulong b = top;
-        while (b > Layout.FirstDataBlock)
+        while (b > floor)
         {
             // Find the highest idle block below b, skipping busy words.
             ulong c = b - 1;
             if ((b & 63) == 0 && _busy[(c) >> 6] == ulong.MaxValue) { b -= 64; continue; }
             if (Get(_busy, c)) { b = c; continue; }
-            ulong hi = b, lo = c;
-            while (lo > Layout.FirstDataBlock && !Get(_busy, lo - 1)) lo--;
-            if (hi - lo >= blocks) return (lo, hi);
+            ulong lo = c;
+            while (lo > Layout.FirstDataBlock && b - lo < blocks && !Get(_busy, lo - 1)) lo--;
+            if (b - lo >= blocks) return b;
             b = lo;
         }
-        return (0, 0);
+        return 0;
     }
 
     /// <summary>Allocates <paramref name="blocks"/> contiguous blocks, growing the pool if no free run is long enough.</summary>

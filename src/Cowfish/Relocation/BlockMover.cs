@@ -84,6 +84,9 @@ internal sealed class BlockMover
     /// </summary>
     public bool SkipWhatDoesNotFit { get; set; }
 
+    // Skip mode: the shortest extent that found no run.
+    private uint _smallestMiss = uint.MaxValue;
+
     /// <summary>Set when the last slice stopped because no free run below the target was long enough for an extent of this many blocks.</summary>
     public uint OutOfRoom { get; private set; }
 
@@ -296,22 +299,24 @@ internal sealed class BlockMover
             if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks);
             return to;
         }
-        ulong to2 = _pool.Space.AllocateBelowCeiling(v.Blocks);
-        if (to2 == 0 && SkipWhatDoesNotFit)
+        // In skip mode a length that found no run once is not searched for again (each search
+        // scans the space below the target).
+        ulong start = SkipWhatDoesNotFit && v.Blocks >= _smallestMiss ? 0 : _pool.Space.AllocateBelowCeiling(v.Blocks);
+        if (start == 0)
         {
             OutOfRoom = Math.Max(OutOfRoom, v.Blocks);
-            return v; // stays past the target this pass
-        }
-        if (to2 == 0)
-        {
+            if (SkipWhatDoesNotFit)
+            {
+                _smallestMiss = Math.Min(_smallestMiss, v.Blocks);
+                return v; // stays past the target this pass
+            }
             // No run below the target is long enough: stop here (this entry is where the walk
             // resumes), and let the relocator make room (a flush, or a higher target).
-            OutOfRoom = v.Blocks;
             _stop = true;
             return v;
         }
         uint rc = _tx.RefCount(v.Address);
-        var moved = ValueRef.Data(to2, v.Blocks);
+        var moved = ValueRef.Data(start, v.Blocks);
         CopyBlocks(v.Address, moved.Address, v.Blocks);
         if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks); // the last reference frees the run
         if (rc > 1) Forward(key, moved); // other records name the run: they take the copy

@@ -70,7 +70,6 @@ public static class PoolRelocator
         map.SetCeiling(targetBlocks);
         try
         {
-            DropLeftoverTables(pool);
             while (true)
             {
                 // Writes queued before now claim their (possibly tail) reservations first.
@@ -116,12 +115,6 @@ public static class PoolRelocator
                 Thread.Sleep(5);
             }
         }
-        catch (InvalidRequestException)
-        {
-            // A refusal mid-pass leaves a forwarding tree: give its references back now.
-            DropLeftoverTables(pool);
-            throw;
-        }
         finally { map.SetCeiling(0); }
         if (options.Shrink && !gaveUp) pool.TrimDevice();
         ulong after = options.Shrink ? pool.Space.TotalBlocks : before;
@@ -131,16 +124,17 @@ public static class PoolRelocator
 
     /// <summary>
     /// One pass: the walk in slices of one short transaction each, then the bookkeeping trees and
-    /// bitmap pages (one transaction), then the drop queue, which now holds the forwarding tree and
-    /// the old blocks that lost their last referrer, drained in slices. Ends durable. Returns false
-    /// if it gave up (GrowTarget, and no target below the pool's size has room).
+    /// bitmap pages (in the last slice), then the drop queue, which now holds the forwarding tree
+    /// and the old blocks that lost their last referrer, drained in slices. Ends durable, with no
+    /// forwarding tree left. Returns 0, or by how many blocks it fell short (1: another allocation
+    /// found no room and lifted the ceiling), for the caller to raise the target or refuse.
     /// </summary>
     /// <remarks>
-    /// Room: when an extent finds no free run below the target, or some other allocation finds no
-    /// block there and lifts the ceiling (writers running alongside), the pass does not start
-    /// over, which would lose the forwarding of shared blocks: it makes the pool durable (blocks
-    /// freed since become reusable), tries once more, and then, with GrowTarget, raises the target;
-    /// without, it refuses.
+    /// When an extent finds no free run below the target, the pass makes the pool durable (blocks
+    /// freed since become reusable) and tries once more; then it finishes the walk without moving
+    /// what does not fit, so that the old copies of what did move are freed. When another
+    /// allocation lifted the ceiling, the pass ends at once: a block freed past the target may
+    /// since hold new data, so its forwarding is no longer safe.
     /// </remarks>
     private static uint RunPass(Transactions.Pool pool, BlockMover mover, ulong targetBlocks, RelocationOptions options)
     {
@@ -180,11 +174,11 @@ public static class PoolRelocator
                 else DrainDrops(pool);
                 return 1;
             }
-            // Out of room below the target for an extent.
+            // Out of room below the target for an extent (the walk is not over: a finished walk
+            // with the ceiling intact has left the loop above).
             pool.Flush(); // blocks freed since the last durable commit become reusable
             sinceDurable.Restart();
             undurable = 0;
-            if (done) break; // the walk is over; the next pass moves what is left
             if (!flushedForRoom) { flushedForRoom = true; continue; }
             // Still no room: finish the walk without moving what does not fit, so that the old
             // copies of what did move are freed; the caller then raises the target or refuses.

@@ -212,9 +212,6 @@ public sealed class WriteTransaction : IDisposable
     /// <summary>One reference less to a node; the last one queues it, with everything it references, for background release.</summary>
     internal void ReleaseTree(BlockRef node) => Guard(() => { _shared.ReleaseSubtree(node); return 0; });
 
-    /// <summary>A user block moved from <paramref name="from"/> to <paramref name="to"/>: its reference count moves with it.</summary>
-    internal void MoveReferences(ulong from, ulong to) => _shared.MoveCount(from, to);
-
     /// <summary>Takes up to <paramref name="budget"/> node references off the drop queue now; returns whether any remain.</summary>
     internal bool ReleaseDroppedNow(int budget) => Guard(() =>
     {
