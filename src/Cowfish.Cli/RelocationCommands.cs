@@ -13,8 +13,8 @@ internal static class RelocationCommands
             "Move every live block out of the pool's tail, keeping all sharing; with --shrink, then cut the pool file.", Relocate,
             Flags: ["--shrink", "--json"], Options: ["--target-size"], Details: RelocateHelp),
         new("defrag", "defrag POOL VOLUME/PATH [--json]",
-            "Rewrite a fragmented file contiguously (a file that shares data with clones or snapshots is left alone).", Defrag,
-            Flags: ["--json"]),
+            "Rewrite a fragmented file contiguously; extents it shares with clones or snapshots move whole, and stay shared.", Defrag,
+            Flags: ["--json"], Details: DefragHelp),
     ];
 
     private const string RelocateHelp = """
@@ -28,6 +28,17 @@ internal static class RelocationCommands
         --shrink. It runs online: reads, sends and other commands go on, and writes wait for one
         slice at most (a transaction of about 2 ms). A send that pins an older state holds the
         shrink back (up to 30 s, then it refuses, and a later relocate finishes it).
+
+        """;
+
+    private const string DefragHelp = """
+
+        The file gets one region (or, when free space is short of that, the longest free runs in
+        turn), and its pieces go there in file order. Data the file holds alone is rewritten,
+        only the blocks it uses. An extent it shares with a clone, a snapshot or another file
+        moves whole, once, and every file that shares it is pointed at the new place, so used and
+        shared space stay the same. That walk reads every tree of the pool. It runs online:
+        writes to the file go on, and other writers wait for one slice at most (about 2 ms).
 
         """;
 
@@ -95,14 +106,14 @@ internal static class RelocationCommands
                 fragments_before = r.FragmentsBefore,
                 fragments_after = r.FragmentsAfter,
                 bytes_rewritten = r.BytesRewritten,
+                shared_bytes_moved = r.SharedBytesMoved,
                 shared_bytes = r.SharedBytes,
             }, Cli.Json));
-        else if (r.SharedBytes > 0)
-            io.Out.WriteLine($"left alone: {path} shares {Cli.FormatBytes(r.SharedBytes)} with clones or snapshots ({r.FragmentsBefore} fragments)");
-        else if (r.BytesRewritten == 0)
+        else if (r.BytesRewritten == 0 && r.SharedBytesMoved == 0)
             io.Out.WriteLine($"{path}: already contiguous ({r.FragmentsBefore} fragment{(r.FragmentsBefore == 1 ? "" : "s")})");
         else
-            io.Out.WriteLine($"{path}: {r.FragmentsBefore} fragments -> {r.FragmentsAfter} ({Cli.FormatBytes((ulong)r.BytesRewritten)} rewritten)");
+            io.Out.WriteLine($"{path}: {r.FragmentsBefore} fragments -> {r.FragmentsAfter} ({Cli.FormatBytes((ulong)r.BytesRewritten)} rewritten"
+                + (r.SharedBytesMoved > 0 ? $", {Cli.FormatBytes((ulong)r.SharedBytesMoved)} of extents shared with clones or snapshots moved, still shared)" : ")"));
         return ExitCodes.Ok;
     }
 }

@@ -392,6 +392,40 @@ internal sealed class SpaceMap
         }
     }
 
+    /// <summary>
+    /// Reserves a region for defrag: the first idle run of <paramref name="want"/> blocks below the
+    /// ceiling; if there is none, the longest idle run there, if it is at least
+    /// <paramref name="min"/> blocks; else <paramref name="want"/> blocks where
+    /// <see cref="Reserve"/> puts them, growing the pool at its free tail if need be (as any write
+    /// does when no run is long enough). Returns the run reserved.
+    /// </summary>
+    public (ulong Start, ulong Blocks) ReserveUpTo(ulong want, uint min)
+    {
+        lock (_gate)
+        {
+            if (want == 0 || min == 0 || min > want) throw new ArgumentOutOfRangeException(nameof(want));
+            ulong top = Top, bestStart = 0, bestLength = 0;
+            ulong b = Layout.FirstDataBlock;
+            while (b < top)
+            {
+                if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
+                if (Get(_busy, b)) { b++; continue; }
+                ulong end = b + 1;
+                while (end < top && end - b < want && !Get(_busy, end)) end++;
+                if (end - b > bestLength) { bestStart = b; bestLength = end - b; }
+                if (bestLength >= want) break;
+                b = end;
+            }
+            if (bestLength < min)
+            {
+                uint n = (uint)Math.Min(want, uint.MaxValue);
+                return (Reserve(n), n);
+            }
+            for (ulong x = bestStart; x < bestStart + bestLength; x++) SetBusy(x);
+            return (bestStart, bestLength);
+        }
+    }
+
     /// <summary>Turns a reservation into an allocation of the open transaction (an abort frees it).</summary>
     public void Claim(ulong address, uint blocks)
     {

@@ -57,3 +57,23 @@ internal readonly record struct Extent(ulong DiskStart, uint DiskBlocks, uint Of
 
     public ulong DiskBlock(uint i) => DiskStart + Offset + i;
 }
+
+/// <summary>
+/// One written extent record of a file as defrag sees it: file block, disk extent, the part of
+/// it the record covers, and whether the extent is the file's alone.
+/// </summary>
+internal readonly record struct FileRecord(ulong FileBlock, ulong DiskStart, uint DiskBlocks, uint Offset, uint Count, bool Exclusive)
+{
+    /// <summary>Maximal runs of records whose disk blocks follow each other in file order.</summary>
+    public static int Fragments(IEnumerable<FileRecord> records)
+    {
+        int fragments = 0;
+        ulong next = 0;
+        foreach (var r in records)
+        {
+            if (r.DiskStart + r.Offset != next) fragments++;
+            next = r.DiskStart + r.Offset + r.Count;
+        }
+        return fragments;
+    }
+}

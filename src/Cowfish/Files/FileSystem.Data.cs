@@ -139,9 +139,11 @@ public sealed partial class FileSystem
     /// <paramref name="unmap"/>, maps the runs and sets the size. Crash-atomic: the file shows all
     /// of the change or none of it. A failure before the transaction gives the reservations back;
     /// an abort inside it frees what it claimed. The caller holds the range lock.
+    /// <paramref name="place"/> hands out the reservations (defrag places data in a region it
+    /// reserved); by default each piece is reserved where the allocator finds room.
     /// </summary>
     private void MapChanges(VolumeRecord rec, ulong ino, IReadOnlyList<(ulong Block, ReadOnlyMemory<byte> Content)> runs,
-        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable, bool deferred = false)
+        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable, bool deferred = false, Func<uint, ulong>? place = null)
     {
         var reserved = new List<(ulong Disk, uint Count)>();
         MapRequest? request = null;
@@ -154,7 +156,7 @@ public sealed partial class FileSystem
                 for (int at = 0; at < blocks;)
                 {
                     uint n = (uint)Math.Min(Extent.MaxBlocks, blocks - at);
-                    ulong disk = Pool.Space.Reserve(n);
+                    ulong disk = place is null ? Pool.Space.Reserve(n) : place(n);
                     reserved.Add((disk, n));
                     var piece = content.Span.Slice(at * BlockSize, (int)n * BlockSize);
                     var crcs = new uint[n];

@@ -272,36 +272,46 @@ public sealed partial class FileSystem
     /// Fragments of a file's written data: maximal runs of records whose disk blocks follow each
     /// other in file order. 1 for a file laid out contiguously, 0 for one with no data.
     /// </summary>
-    internal int Fragments(string path)
+    internal int Fragments(string path) => FileRecord.Fragments(WrittenRecords(path).Records);
+
+    /// <summary>
+    /// A file's written extent records in file order (unwritten ones hold no data and are left
+    /// out), each telling whether its disk extent is the file's alone: no clone, snapshot or other
+    /// file reaches it (<see cref="UsageCalculator"/>'s test). Also the bytes the file shares.
+    /// </summary>
+    internal (List<FileRecord> Records, ulong SharedBytes) WrittenRecords(string path)
     {
         SettleWrites();
         var p = PoolPath.Parse(path);
         using var rt = Pool.BeginRead();
         var rec = GetVolume(rt, p.Volume);
-        var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
-        var inode = v.GetInode(v.Resolve(p));
+        var tree = rt.Tree(rec.Tree);
+        var v = new VolumeReader(rec, tree, Pool.Store);
+        ulong ino = v.Resolve(p);
+        var inode = v.GetInode(ino);
         if (inode.Type != FileType.File) throw new InvalidRequestException($"{p}: not a regular file");
-        var tree = v.Extents(inode);
-        if (tree is null) return 0;
-        int fragments = 0;
-        ulong nextDisk = 0;
-        foreach (var kv in tree.Scan())
+        var records = new List<FileRecord>();
+        var extents = v.Extents(inode);
+        if (extents is null) return (records, 0);
+        var calc = new UsageCalculator(rt, Pool.Store);
+        calc.AddFile(tree, ino, inode);
+        foreach (var kv in extents.Scan())
         {
             var e = Extent.Decode(kv.Value, 0);
             if (e.Unwritten) continue;
-            if (e.DiskBlock(0) != nextDisk) fragments++;
-            nextDisk = e.DiskBlock(e.Count - 1) + 1;
+            records.Add(new FileRecord(FileKeys.ParseExtentKey(kv.Key), e.DiskStart, e.DiskBlocks, e.Offset, e.Count, calc.IsExclusive(e.DiskStart)));
         }
-        return fragments;
+        return (records, calc.Result.SharedBytes);
     }
 
     /// <summary>
     /// Rewrites blocks [<paramref name="b0"/>, <paramref name="b1"/>) of a file with their own
     /// bytes, copy-on-write, into one fresh run (defragmentation). The range lock is held from
     /// the read to the mapping, so no concurrent write is lost; the range is clipped to the
-    /// file's size as of that read, and the size does not change.
+    /// file's size as of that read, and the size does not change. <paramref name="place"/> hands out
+    /// the blocks to write to (reserved; the mapping takes them over).
     /// </summary>
-    internal void RewriteInPlace(string path, ulong b0, ulong b1)
+    internal void RewriteInPlace(string path, ulong b0, ulong b1, Func<uint, ulong>? place = null)
     {
         var (rec, ino) = ResolveFile(PoolPath.Parse(path));
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
@@ -320,7 +330,7 @@ public sealed partial class FileSystem
                 buf.AsSpan(0, (int)(end - b0) * BlockSize).Clear();
                 v.ReadData(inode, ino, (long)(b0 * BlockSize), buf.AsSpan(0, (int)Math.Min((end - b0) * BlockSize, inode.Size - b0 * BlockSize)));
             }
-            MapChanges(rec, ino, [(b0, buf.AsMemory(0, (int)(end - b0) * BlockSize))], null, i => i.Size, durable: false, deferred: false);
+            MapChanges(rec, ino, [(b0, buf.AsMemory(0, (int)(end - b0) * BlockSize))], null, i => i.Size, durable: false, deferred: false, place);
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
     }

@@ -38,6 +38,9 @@ internal sealed class UsageCalculator
         }
     }
 
+    /// <summary>Whether every reference to the disk extent at <paramref name="start"/> is a record reached privately inside what was measured.</summary>
+    public bool IsExclusive(ulong start) => _private.TryGetValue(start, out var p) && p.Refs == RefCount(start);
+
     private uint RefCount(ulong address)
     {
         if (_counts is not null && _counts.TryGet(Transactions.CatalogKeys.U64Key(address), out var v)) return (uint)Transactions.CatalogKeys.ParseU64Value(v, address);

@@ -68,6 +68,20 @@ internal sealed class BlockMover
         _progress = progress;
     }
 
+    /// <summary>
+    /// Defrag's mover: moves exactly the data runs in <paramref name="planned"/> (start → length
+    /// and a reserved destination), each once, whoever refers to them; nodes move only because a
+    /// descendant did. Destinations it never reaches stay reserved (<see cref="Planned"/>).
+    /// </summary>
+    public BlockMover(Pool pool, Dictionary<ulong, (uint Blocks, ulong To)> planned, Action<long>? progress)
+        : this(pool, ulong.MaxValue, progress) => _planned = planned;
+
+    // Defrag: the runs still to move, and where (reserved); null for relocation, which moves what lies past the limit.
+    private readonly Dictionary<ulong, (uint Blocks, ulong To)>? _planned;
+
+    /// <summary>Defrag: the planned runs not moved (yet); their destinations are still reserved.</summary>
+    public IReadOnlyDictionary<ulong, (uint Blocks, ulong To)>? Planned => _planned;
+
     /// <summary>Tree nodes written at a new address (moved, or rewritten because a descendant moved).</summary>
     public long NodesRewritten { get; private set; }
 
@@ -225,8 +239,8 @@ internal sealed class BlockMover
         // to the copy (those that changed were moved by the walk below).
         for (int k = 0; k < moving; k++) _tx.ReleaseReference(r.Address, 1);
         // One block: when none is left below the target, anywhere (the relocator sees the
-        // ceiling breached before the next slice, and deals with it).
-        copy.Address = _pool.Space.AllocateBelowCeiling(1) is var a and not 0 ? a : _pool.Space.Allocate(1);
+        // ceiling breached before the next slice, and deals with it). Defrag allocates as writers do.
+        copy.Address = _planned is null && _pool.Space.AllocateBelowCeiling(1) is var a and not 0 ? a : _pool.Space.Allocate(1);
         _pool.Store.Write(copy);
         NodesRewritten++;
         _work++;
@@ -291,7 +305,7 @@ internal sealed class BlockMover
             var root = MoveNode(v.Subtree, callerStays, resume, at, depth + 1);
             return root == v.Subtree ? v : ValueRef.Tree(root, v.SubtreeKind);
         }
-        if (v.Address + v.Blocks <= _limit) return v;
+        if (_planned is null && v.Address + v.Blocks <= _limit) return v;
         var key = new BlockRef(v.Address, 0);
         if (_forward.TryGetValue(key, out var to))
         {
@@ -299,10 +313,19 @@ internal sealed class BlockMover
             if (!callerStays) _tx.ReleaseReference(v.Address, v.Blocks);
             return to;
         }
+        ulong start;
+        if (_planned is not null)
+        {
+            // Defrag: a planned run moves to its reserved destination (an abort of this slice
+            // frees the claim again); any other stays.
+            if (!_planned.TryGetValue(v.Address, out var plan) || plan.Blocks != v.Blocks) return v;
+            _planned.Remove(v.Address);
+            _pool.Space.Claim(plan.To, v.Blocks);
+            start = plan.To;
+        }
         // In skip mode a length that found no run once is not searched for again (each search
         // scans the space below the target).
-        ulong start = SkipWhatDoesNotFit && v.Blocks >= _smallestMiss ? 0 : _pool.Space.AllocateBelowCeiling(v.Blocks);
-        if (start == 0)
+        else if ((start = SkipWhatDoesNotFit && v.Blocks >= _smallestMiss ? 0 : _pool.Space.AllocateBelowCeiling(v.Blocks)) == 0)
         {
             OutOfRoom = Math.Max(OutOfRoom, v.Blocks);
             if (SkipWhatDoesNotFit)

@@ -31,8 +31,9 @@ namespace Cowfish.Relocation;
 /// </remarks>
 public static class PoolRelocator
 {
-    // One relocation per pool at a time: each sets and lifts the space map's one ceiling.
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Transactions.Pool, object> Running = new();
+    // One relocation or defrag per pool at a time: each walks with its own forwarding tree, and a
+    // relocation sets and lifts the space map's one ceiling.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Transactions.Pool, SemaphoreSlim> Running = new();
 
     /// <summary>Relocates the pool of <paramref name="fs"/> out of its blocks from <paramref name="targetBlocks"/> on.</summary>
     public static RelocationResult Relocate(FileSystem fs, ulong targetBlocks, RelocationOptions? options = null)
@@ -46,17 +47,37 @@ public static class PoolRelocator
         if (targetBlocks >= before)
             return new RelocationResult(before, before, 0, 0, 0, Shrunk: false) { Target = before };
 
-        var gate = Running.GetValue(pool, _ => new object());
-        if (!Monitor.TryEnter(gate)) throw new InvalidRequestException("a relocation of this pool is already running");
+        using var hold = Hold(pool);
+        if (map.CountAllocated() + 16 >= targetBlocks)
+            throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
+        return Run(fs, targetBlocks, options, before);
+    }
+
+    /// <summary>
+    /// Makes this the one relocation or defrag running on the pool (each walks every tree with its
+    /// own forwarding tree) until disposed, and drops a forwarding tree that a crash left, whose
+    /// copies would otherwise hold space.
+    /// </summary>
+    internal static IDisposable Hold(Transactions.Pool pool)
+    {
+        var gate = Running.GetValue(pool, _ => new SemaphoreSlim(1, 1));
+        if (!gate.Wait(0)) throw new InvalidRequestException("a relocation or defrag of this pool is already running");
         try
         {
-            // A forwarding tree left by a crash holds copies: give them back before counting.
             if (DropLeftoverTables(pool)) DrainDrops(pool);
-            if (map.CountAllocated() + 16 >= targetBlocks)
-                throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
-            return Run(fs, targetBlocks, options, before);
         }
-        finally { Monitor.Exit(gate); }
+        catch
+        {
+            gate.Release();
+            throw;
+        }
+        return new Exit(gate);
+    }
+
+    private sealed class Exit(SemaphoreSlim gate) : IDisposable
+    {
+        private int _done;
+        public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) gate.Release(); }
     }
 
     private static RelocationResult Run(FileSystem fs, ulong targetBlocks, RelocationOptions options, ulong before)
@@ -201,7 +222,7 @@ public static class PoolRelocator
         DrainDrops(pool);
     }
 
-    private static void DrainDrops(Transactions.Pool pool)
+    internal static void DrainDrops(Transactions.Pool pool)
     {
         while (true)
         {
