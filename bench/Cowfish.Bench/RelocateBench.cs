@@ -163,7 +163,7 @@ internal static class RelocateBench
         yield return ("w", WriterFileBytes, 20);
     }
 
-    private static void DropCaches()
+    internal static void DropCaches()
     {
         if (!Native.IsRoot) return;
         Shell.Run("sync");
@@ -536,7 +536,7 @@ internal static class RelocateBench
     }
 
     /// <summary>Data and metadata bytes used, from <c>btrfs filesystem df -b</c>.</summary>
-    private static (long Data, long Meta) DfUsed(string mnt)
+    internal static (long Data, long Meta) DfUsed(string mnt)
     {
         string o = Shell.Run("btrfs", "filesystem", "df", "-b", mnt);
         long Used(string kind)
