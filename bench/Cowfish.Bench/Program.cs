@@ -7,7 +7,7 @@ using Cowfish.Bench;
 // same machine, and as a ratio to it. See docs/benchmarks.md.
 
 const string Usage = """
-    usage: Cowfish.Bench <all|tree|commit|clone|files|send|relocate|defrag> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
+    usage: Cowfish.Bench <all|tree|commit|clone|files|send|relocate|defrag|compact> [--quick] [--dir DIR] [--clone-max-exp E] [--out FILE]
 
       all      tree, commit and clone, in this order (not files: it needs root)
       tree     insert / point lookup / forward scan vs SortedDictionary; insert disk traffic vs raw write bandwidth
@@ -22,6 +22,8 @@ const string Usage = """
                relocation; worst 4 KiB write during it; ~1 GiB live (btrfs part needs root; --quick: 256 MiB)
       defrag   defrag of a fragmented 1 GiB file that a snapshot shares vs btrfs filesystem defragment: time,
                fragments, cold sequential read before and after, space (btrfs part needs root; --quick: 128 MiB)
+      compact  compaction of scattered free space vs btrfs balance -dusage=25: data moved / s, free space in long
+               runs, fragments of a file written after (btrfs part needs root; 1 GiB written, --quick: 128 MiB)
 
       --quick            smaller sizes (under a minute)
       --dir DIR          where pool and scratch files go (default: bench/results/tmp-<pid> in the repository,
@@ -51,7 +53,7 @@ for (int i = 0; i < args.Length; i++)
     }
 }
 command ??= "all";
-string[] known = ["all", "tree", "commit", "clone", "files", "send", "relocate", "defrag"];
+string[] known = ["all", "tree", "commit", "clone", "files", "send", "relocate", "defrag", "compact"];
 if (!known.Contains(command))
 {
     Console.Error.WriteLine($"unknown benchmark '{command}'\n\n{Usage}");
@@ -95,9 +97,9 @@ int status = 0;
 try
 {
     foreach (var (name, run) in new (string, Func<BenchContext, string>)[]
-             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run), ("files", FileBench.Run), ("send", SendBench.Run), ("relocate", RelocateBench.Run), ("defrag", DefragBench.Run) })
+             { ("tree", TreeBench.Run), ("commit", CommitBench.Run), ("clone", CloneBench.Run), ("files", FileBench.Run), ("send", SendBench.Run), ("relocate", RelocateBench.Run), ("defrag", DefragBench.Run), ("compact", CompactBench.Run) })
     {
-        if (command != name && (command != "all" || name is "files" or "send" or "relocate" or "defrag")) continue;
+        if (command != name && (command != "all" || name is "files" or "send" or "relocate" or "defrag" or "compact")) continue;
         var sw = Stopwatch.StartNew();
         string section = run(ctx);
         section += $"\n_{name}: {Fmt.Time(sw.Elapsed.TotalSeconds)}_\n\n";

@@ -9,9 +9,9 @@ internal static class RelocationCommands
 {
     public static readonly Command[] All =
     [
-        new("relocate", "relocate POOL [--shrink] [--target-size SIZE] [--json]",
-            "Move every live block out of the pool's tail, keeping all sharing; with --shrink, then cut the pool file.", Relocate,
-            Flags: ["--shrink", "--json"], Options: ["--target-size"], Details: RelocateHelp),
+        new("relocate", "relocate POOL [--shrink] [--target-size SIZE] | --compact [--json]",
+            "Move every live block out of the pool's tail, keeping all sharing; with --shrink, then cut the pool file; with --compact, empty the mostly free regions instead.", Relocate,
+            Flags: ["--shrink", "--compact", "--json"], Options: ["--target-size"], Details: RelocateHelp),
         new("defrag", "defrag POOL VOLUME/PATH [--json]",
             "Rewrite a fragmented file contiguously; extents it shares with clones or snapshots move whole, and stay shared.", Defrag,
             Flags: ["--json"], Details: DefragHelp),
@@ -29,6 +29,12 @@ internal static class RelocationCommands
         slice at most (a transaction of about 2 ms). A send that pins an older state holds the
         shrink back (up to 30 s, then it refuses, and a later relocate finishes it).
 
+        With --compact, the pool keeps its size: every 4 MiB region that is at most a quarter
+        full (but not empty) is emptied, the emptiest first, as long as what they hold fits in
+        half the free space elsewhere. What they hold moves as low in the pool as it fits, once
+        each however many files share it, so free space comes back as long runs and new writes
+        get contiguous extents. It runs online, in the same slices.
+
         """;
 
     private const string DefragHelp = """
@@ -45,6 +51,7 @@ internal static class RelocationCommands
     private static int Relocate(Args a, Io io)
     {
         a.Expect(1, "POOL");
+        if (a.Has("--compact")) return Compact(a, io);
         string? size = a.Option("--target-size");
         bool shrink = a.Has("--shrink") || size is not null;
         using var fs = io.Pools.OpenFiles(a.Positional[0]);
@@ -88,6 +95,39 @@ internal static class RelocationCommands
             io.Out.WriteLine($"moved {Cli.FormatBytes((ulong)r.DataBlocksMoved * bs)} of data and {r.NodesRewritten} tree nodes below {Cli.FormatBytes(target * bs)}");
         else
             io.Out.WriteLine($"nothing to move: the pool is {Cli.FormatBytes(r.BlocksBefore * bs)}");
+        return ExitCodes.Ok;
+    }
+
+    private static int Compact(Args a, Io io)
+    {
+        if (a.Has("--shrink") || a.Option("--target-size") is not null) throw new UsageException("--compact keeps the pool's size: it goes with neither --shrink nor --target-size");
+        using var fs = io.Pools.OpenFiles(a.Positional[0]);
+        var progress = new Progress(io, "compact", 0);
+        CompactionResult r;
+        try { r = PoolRelocator.Compact(fs, new CompactionOptions { Progress = blocks => progress.Report(blocks * Layout.BlockSize) }); }
+        finally { progress.Done(); }
+        ulong bs = (ulong)Layout.BlockSize;
+        if (a.Has("--json"))
+            io.Out.WriteLine(JsonSerializer.Serialize(new
+            {
+                regions_emptied = r.Regions,
+                data_bytes_moved = r.DataBlocksMoved * (long)bs,
+                data_bytes_left = r.DataBlocksLeft * (long)bs,
+                nodes_rewritten = r.NodesRewritten,
+                slices = r.Slices,
+                free_runs_before = r.FreeBefore.Runs,
+                free_bytes_in_runs_before = r.FreeBefore.Blocks * bs,
+                longest_free_run_before = r.FreeBefore.Longest * bs,
+                free_runs_after = r.FreeAfter.Runs,
+                free_bytes_in_runs_after = r.FreeAfter.Blocks * bs,
+                longest_free_run_after = r.FreeAfter.Longest * bs,
+            }, Cli.Json));
+        else if (r.Regions == 0)
+            io.Out.WriteLine($"nothing to compact: no 4 MiB region is a quarter full or less (longest free run {Cli.FormatBytes(r.FreeBefore.Longest * bs)})");
+        else
+            io.Out.WriteLine($"emptied {r.Regions} region{(r.Regions == 1 ? "" : "s")} of 4 MiB: moved {Cli.FormatBytes((ulong)r.DataBlocksMoved * bs)} of data and {r.NodesRewritten} tree nodes; "
+                + $"free space in runs of 1 MiB or more {Cli.FormatBytes(r.FreeBefore.Blocks * bs)} -> {Cli.FormatBytes(r.FreeAfter.Blocks * bs)}, "
+                + $"longest free run {Cli.FormatBytes(r.FreeBefore.Longest * bs)} -> {Cli.FormatBytes(r.FreeAfter.Longest * bs)}");
         return ExitCodes.Ok;
     }
 

@@ -97,4 +97,31 @@ public sealed class RelocationCliTests : IDisposable
             Assert.True(bytes.AsSpan().SequenceEqual(File.ReadAllBytes(o)), $"{p} differs after defrag");
         }
     }
+
+    [Fact]
+    public void CompactGathersFreeSpaceAndKeepsTheSize()
+    {
+        string pool = Path.Combine(_dir, "c.cow");
+        Dictionary<string, byte[]> model;
+        using (var fs = Files.FileSystem.Create(pool))
+            model = CompactionTests.Scattered(fs, new Random(3));
+        long size = new FileInfo(pool).Length;
+        string du = Ok("du", pool, "--json");
+        var json = System.Text.Json.JsonDocument.Parse(Ok("relocate", pool, "--compact", "--json")).RootElement;
+        Assert.True(json.GetProperty("regions_emptied").GetInt32() > 0, json.ToString());
+        Assert.True(json.GetProperty("longest_free_run_after").GetInt64() > 2 * json.GetProperty("longest_free_run_before").GetInt64(), json.ToString());
+        Assert.Equal(size, new FileInfo(pool).Length);
+        Assert.Equal(du, Ok("du", pool, "--json"));
+        Ok("check", pool);
+        foreach (var p in new[] { "v/f0", "v/c0", "s/f5" })
+        {
+            string o = Path.Combine(_dir, "out");
+            File.Delete(o);
+            Ok("export", pool, p, o);
+            Assert.True(model[p].AsSpan().SequenceEqual(File.ReadAllBytes(o)), $"{p} differs after compaction");
+        }
+        var (code, _, err) = CliHarness.Run("relocate", pool, "--compact", "--shrink");
+        Assert.Equal(2, code);
+        Assert.Contains("--compact keeps the pool's size", err);
+    }
 }

@@ -426,6 +426,85 @@ internal sealed class SpaceMap
         }
     }
 
+    /// <summary>
+    /// Allocates <paramref name="blocks"/> contiguous blocks at the lowest idle run long enough
+    /// (below the ceiling, if one is set), or returns 0 without growing the pool: compaction's
+    /// placement, which packs what it moves toward the start of the pool.
+    /// </summary>
+    public ulong AllocateLowest(uint blocks)
+    {
+        lock (_gate)
+        {
+            if (blocks == 0) throw new ArgumentOutOfRangeException(nameof(blocks));
+            ulong start = FindRun(Layout.FirstDataBlock, Top, blocks);
+            if (start != 0) Take(start, blocks, moveCursor: false);
+            return start;
+        }
+    }
+
+    /// <summary>
+    /// Reserves every idle block in [<paramref name="from"/>, <paramref name="to"/>), so that no
+    /// allocation lands there (compaction keeps the regions it empties free); returns the runs
+    /// reserved, for <see cref="Unreserve"/>.
+    /// </summary>
+    public List<(ulong Start, uint Blocks)> ReserveIdleIn(ulong from, ulong to)
+    {
+        lock (_gate)
+        {
+            var runs = new List<(ulong, uint)>();
+            to = Math.Min(to, _total);
+            for (ulong b = Math.Max(from, Layout.FirstDataBlock); b < to;)
+            {
+                if (Get(_busy, b)) { b++; continue; }
+                ulong end = b;
+                while (end < to && !Get(_busy, end)) SetBusy(end++);
+                runs.Add((b, (uint)(end - b)));
+                b = end;
+            }
+            return runs;
+        }
+    }
+
+    /// <summary>Idle runs of at least <paramref name="min"/> blocks: how many, the blocks they hold, and the longest.</summary>
+    public (long Runs, ulong Blocks, ulong Longest) IdleRuns(uint min)
+    {
+        lock (_gate)
+        {
+            long runs = 0;
+            ulong blocks = 0, longest = 0;
+            for (ulong b = Layout.FirstDataBlock; b < _total;)
+            {
+                if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
+                if (Get(_busy, b)) { b++; continue; }
+                ulong end = b + 1;
+                while (end < _total && !Get(_busy, end)) end++;
+                ulong n = end - b;
+                if (n >= min) { runs++; blocks += n; }
+                longest = Math.Max(longest, n);
+                b = end;
+            }
+            return (runs, blocks, longest);
+        }
+    }
+
+    /// <summary>Allocated blocks in each window of <paramref name="window"/> blocks, from block 0 (the last window may be short).</summary>
+    public uint[] AllocatedPerWindow(uint window)
+    {
+        lock (_gate)
+        {
+            var counts = new uint[(_total + window - 1) / window];
+            for (ulong w = 0; w < (ulong)_allocated.Length && w * 64 < _total; w++)
+                if (_allocated[w] != 0)
+                {
+                    ulong word = _allocated[w];
+                    if ((w + 1) * 64 > _total) word &= (1UL << (int)(_total - w * 64)) - 1;
+                    // Windows are multiples of 64 blocks, so a word lies in one window.
+                    counts[w * 64 / window] += (uint)BitOperations.PopCount(word);
+                }
+            return counts;
+        }
+    }
+
     /// <summary>Turns a reservation into an allocation of the open transaction (an abort frees it).</summary>
     public void Claim(ulong address, uint blocks)
     {

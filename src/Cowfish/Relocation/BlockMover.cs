@@ -9,9 +9,12 @@ namespace Cowfish.Relocation;
 /// <summary>
 /// One relocation pass over the user trees, cut into slices: each slice is one short write
 /// transaction that goes on from where the last one stopped, moves every tree node and data
-/// extent it meets at or above <c>limit</c> to a block the allocator picks (below its ceiling),
-/// rewrites the nodes on the path to each (nodes are immutable), and stops once its time budget
-/// is spent. Writers wait for one slice at most; readers never wait.
+/// extent it meets in the region being emptied, rewrites the nodes on the path to each (nodes are
+/// immutable), and stops once its time budget is spent. Writers wait for one slice at most;
+/// readers never wait. Three modes: relocation (the region is everything at or above
+/// <c>limit</c>; copies go below the space map's ceiling, top-down), compaction (a set of
+/// windows; copies go as low as they fit) and defrag (no region: a plan of data runs, each to a
+/// reserved destination).
 /// </summary>
 /// <remarks>
 /// <para>There are no back-references, so the pass walks everything the catalog reaches: tree
@@ -78,6 +81,44 @@ internal sealed class BlockMover
 
     // Defrag: the runs still to move, and where (reserved); null for relocation, which moves what lies past the limit.
     private readonly Dictionary<ulong, (uint Blocks, ulong To)>? _planned;
+
+    /// <summary>
+    /// Compaction's mover: moves every node and data run that lies, even in part, in one of the
+    /// <paramref name="windowBlocks"/>-block windows flagged in <paramref name="windows"/>, to the
+    /// lowest idle space (the caller reserves the windows' idle blocks, so nothing lands there); a
+    /// run that finds no room stays where it is.
+    /// </summary>
+    public BlockMover(Pool pool, bool[] windows, uint windowBlocks, Action<long>? progress)
+        : this(pool, ulong.MaxValue, progress)
+    {
+        _windows = windows;
+        _window = windowBlocks;
+    }
+
+    // Compaction: the windows being emptied (null otherwise).
+    private readonly bool[]? _windows;
+    private readonly uint _window;
+
+    /// <summary>Compaction: data blocks left in place for want of room.</summary>
+    public long DataBlocksLeft { get; private set; }
+
+    // Whether a block (run) is in the region the walk empties.
+    private bool InRegion(ulong address, ulong blocks)
+    {
+        if (_windows is null) return address + blocks > _limit;
+        for (ulong w = address / _window; w <= (address + blocks - 1) / _window; w++)
+            if (w < (ulong)_windows.Length && _windows[w]) return true;
+        return false;
+    }
+
+    // Where a copied or rewritten node goes: below the relocation's target (top-down), low in the
+    // pool for compaction, and where writers' nodes go for defrag (or when no room is left).
+    private ulong PlaceNode()
+    {
+        if (_windows is not null && _pool.Space.AllocateLowest(1) is var low and not 0) return low;
+        if (_windows is null && _planned is null && _pool.Space.AllocateBelowCeiling(1) is var below and not 0) return below;
+        return _pool.Space.Allocate(1);
+    }
 
     /// <summary>Defrag: the planned runs not moved (yet); their destinations are still reserved.</summary>
     public IReadOnlyDictionary<ulong, (uint Blocks, ulong To)>? Planned => _planned;
@@ -219,7 +260,7 @@ internal sealed class BlockMover
             }
         }
         bool complete = whole && !_stop;
-        if (children is null && values is null && r.Address < _limit)
+        if (children is null && values is null && !InRegion(r.Address, 1))
         {
             if (complete) _clean.Add(r);
             return r;
@@ -238,9 +279,9 @@ internal sealed class BlockMover
         // forwarding entries'. If they were all, the last release frees r; its references pass
         // to the copy (those that changed were moved by the walk below).
         for (int k = 0; k < moving; k++) _tx.ReleaseReference(r.Address, 1);
-        // One block: when none is left below the target, anywhere (the relocator sees the
-        // ceiling breached before the next slice, and deals with it). Defrag allocates as writers do.
-        copy.Address = _planned is null && _pool.Space.AllocateBelowCeiling(1) is var a and not 0 ? a : _pool.Space.Allocate(1);
+        // One block: when none is left where it should go, anywhere (a relocation sees the
+        // ceiling breached before the next slice, and deals with it).
+        copy.Address = PlaceNode();
         _pool.Store.Write(copy);
         NodesRewritten++;
         _work++;
@@ -305,7 +346,7 @@ internal sealed class BlockMover
             var root = MoveNode(v.Subtree, callerStays, resume, at, depth + 1);
             return root == v.Subtree ? v : ValueRef.Tree(root, v.SubtreeKind);
         }
-        if (_planned is null && v.Address + v.Blocks <= _limit) return v;
+        if (_planned is null && !InRegion(v.Address, v.Blocks)) return v;
         var key = new BlockRef(v.Address, 0);
         if (_forward.TryGetValue(key, out var to))
         {
@@ -322,6 +363,15 @@ internal sealed class BlockMover
             _planned.Remove(v.Address);
             _pool.Space.Claim(plan.To, v.Blocks);
             start = plan.To;
+        }
+        else if (_windows is not null)
+        {
+            start = _pool.Space.AllocateLowest(v.Blocks);
+            if (start == 0)
+            {
+                DataBlocksLeft += v.Blocks;
+                return v;
+            }
         }
         // In skip mode a length that found no run once is not searched for again (each search
         // scans the space below the target).

@@ -71,7 +71,7 @@ public static class Defragmenter
             if (planned.Count > 0)
             {
                 mover = new BlockMover(pool, planned, blocks => progress?.Invoke(rewritten + blocks * bs));
-                MoveShared(pool, mover, options);
+                PoolRelocator.Walk(pool, mover, options.SliceBudget, options.AfterSlice);
                 moved = mover.DataBlocksMoved * bs;
             }
         }
@@ -85,25 +85,6 @@ public static class Defragmenter
         fs.Flush();
         var (after, shared) = fs.WrittenRecords(path);
         return new DefragResult(before, FileRecord.Fragments(after), rewritten, shared) { SharedBytesMoved = moved };
-    }
-
-    /// <summary>
-    /// The walk over every tree, in slices, moving the planned runs; ends with the forwarding tree
-    /// dropped and the drop queue drained. A read transaction stays pinned throughout.
-    /// </summary>
-    private static void MoveShared(Transactions.Pool pool, BlockMover mover, DefragOptions options)
-    {
-        using var pin = pool.BeginRead();
-        while (true)
-        {
-            using var tx = pool.BeginWrite();
-            bool done = mover.Slice(tx, options.SliceBudget);
-            if (done) mover.Finish(tx);
-            tx.Commit(waitForDurability: false);
-            options.AfterSlice?.Invoke();
-            if (done) break;
-        }
-        PoolRelocator.DrainDrops(pool);
     }
 
     /// <summary>The file's pieces in file order: runs of its own data to rewrite, and shared extents to move whole (each once).</summary>

@@ -48,8 +48,16 @@ public static class PoolRelocator
             return new RelocationResult(before, before, 0, 0, 0, Shrunk: false) { Target = before };
 
         using var hold = Hold(pool);
-        if (map.CountAllocated() + 16 >= targetBlocks)
-            throw new InvalidRequestException($"the pool uses {map.CountAllocated()} blocks: they do not fit in {targetBlocks}");
+        ulong used = map.CountAllocated();
+        if (used + 16 >= targetBlocks)
+        {
+            // Writers filled the pool since the target was chosen: a growing target starts again
+            // from the compact one.
+            if (!options.GrowTarget) throw new InvalidRequestException($"the pool uses {used} blocks: they do not fit in {targetBlocks}");
+            targetBlocks = CompactTarget(fs);
+            before = map.TotalBlocks;
+            if (targetBlocks >= before) return new RelocationResult(before, before, 0, 0, 0, Shrunk: false) { Target = before };
+        }
         return Run(fs, targetBlocks, options, before);
     }
 
@@ -211,6 +219,98 @@ public static class PoolRelocator
         return shortOf;
     }
 
+    /// <summary>
+    /// A whole walk for defrag or compaction: slices until it is done, the forwarding tree dropped
+    /// in the last, then the drop queue drained. A read transaction stays pinned throughout, so no
+    /// block freed meanwhile is reused before the walk ends: a run it forwarded can never come back
+    /// as other data (the relocation gets the same guarantee from its ceiling).
+    /// </summary>
+    internal static void Walk(Transactions.Pool pool, BlockMover mover, TimeSpan budget, Action? afterSlice)
+    {
+        using var pin = pool.BeginRead();
+        while (true)
+        {
+            using var tx = pool.BeginWrite();
+            bool done = mover.Slice(tx, budget);
+            if (done) mover.Finish(tx);
+            tx.Commit(waitForDurability: false);
+            afterSlice?.Invoke();
+            if (done) break;
+        }
+        DrainDrops(pool);
+    }
+
+    /// <summary>
+    /// Online compaction: empties the pool's mostly free regions, so that its free space comes
+    /// back as long runs (new writes then get contiguous extents), keeping all sharing; the pool
+    /// keeps its size.
+    /// </summary>
+    /// <remarks>
+    /// The pool is cut into windows of <see cref="CompactionOptions.WindowBlocks"/> (4 MiB). Those
+    /// at most <see cref="CompactionOptions.MaxFill"/> full (a quarter), but not empty, are
+    /// emptied, the emptiest first, as long as what they hold fits in half the idle space outside
+    /// them. Their idle blocks are reserved first, so that nothing lands there meanwhile; then the
+    /// relocation walk (<see cref="BlockMover"/> in its compaction mode) moves every node and data
+    /// run found there to the lowest idle space, each once however many files share it, in slices.
+    /// Blocks that writers had reserved there before it started stay, as do the bookkeeping trees'
+    /// nodes (each commit rewrites those anyway).
+    /// </remarks>
+    public static CompactionResult Compact(FileSystem fs, CompactionOptions? options = null)
+    {
+        options ??= new CompactionOptions();
+        uint w = options.WindowBlocks;
+        if (w == 0 || w % 64 != 0 || w < Extent.MaxBlocks) throw new InvalidRequestException($"a compaction window must be a multiple of 64 blocks, at least {Extent.MaxBlocks}");
+        var pool = fs.Pool;
+        var map = pool.Space;
+        using var hold = Hold(pool);
+        fs.SettleWrites();
+        var before = map.IdleRuns(Extent.MaxBlocks);
+        var counts = map.AllocatedPerWindow(w);
+        // Candidates: whole windows past the superblocks, not empty, at most MaxFill full.
+        var candidates = new List<int>();
+        ulong idle = 0;
+        for (int i = 0; i < counts.Length; i++)
+        {
+            ulong start = (ulong)i * w;
+            if (start < Layout.FirstDataBlock || start + w > map.TotalBlocks) continue;
+            idle += w - counts[i];
+            if (counts[i] > 0 && counts[i] <= w * options.MaxFill) candidates.Add(i);
+        }
+        var windows = new bool[counts.Length];
+        ulong moving = 0;
+        int chosen = 0;
+        foreach (int i in candidates.OrderBy(i => counts[i]))
+        {
+            // What the chosen windows hold must fit in half the idle space outside them.
+            ulong idleOutside = idle - (w - counts[i]);
+            if ((moving + counts[i]) * 2 > idleOutside) break;
+            idle = idleOutside;
+            moving += counts[i];
+            windows[i] = true;
+            chosen++;
+        }
+        if (chosen == 0) return new CompactionResult(0, 0, 0, 0, before, before);
+
+        var reserved = new List<(ulong Start, uint Blocks)>();
+        var mover = new BlockMover(pool, windows, w, options.Progress);
+        try
+        {
+            for (int i = 0; i < windows.Length; i++)
+                if (windows[i]) reserved.AddRange(map.ReserveIdleIn((ulong)i * w, (ulong)(i + 1) * w));
+            Walk(pool, mover, options.SliceBudget, options.AfterSlice);
+        }
+        finally
+        {
+            foreach (var (start, blocks) in reserved) map.Unreserve(start, blocks);
+        }
+        pool.Flush();
+        using (pool.BeginWrite()) { } // makes reusable what the reuse rule now allows
+        return new CompactionResult(chosen, mover.DataBlocksMoved, mover.NodesRewritten, mover.Slices, before, map.IdleRuns(Extent.MaxBlocks))
+        {
+            DataBlocksLeft = mover.DataBlocksLeft,
+        };
+    }
+
     /// <summary>Gives up a pass: drops its forwarding tree, drains the drop queue.</summary>
     private static void EndPass(Transactions.Pool pool, BlockMover mover)
     {
@@ -276,6 +376,37 @@ public static class PoolRelocator
     public static ulong BlocksToMove(FileSystem fs, ulong targetBlocks) => fs.Pool.Space.CountAllocatedFrom(targetBlocks);
 
     private static string Cli(ulong blocks) => $"block {blocks} ({blocks * (ulong)Layout.BlockSize} bytes)";
+}
+
+/// <summary>How a compaction runs.</summary>
+public sealed class CompactionOptions
+{
+    /// <summary>The size of the regions compaction judges and empties, in blocks (a multiple of 64, at least one extent): 4 MiB.</summary>
+    public uint WindowBlocks { get; init; } = 1024;
+
+    /// <summary>A region at most this full (and not empty) is emptied.</summary>
+    public double MaxFill { get; init; } = 0.25;
+
+    /// <summary>How long one slice of the walk holds the writer lock.</summary>
+    public TimeSpan SliceBudget { get; init; } = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>Called with the data blocks moved so far.</summary>
+    public Action<long>? Progress { get; init; }
+
+    /// <summary>Called after each slice commits (tests use it to interleave work).</summary>
+    public Action? AfterSlice { get; init; }
+}
+
+/// <summary>
+/// What a compaction did: regions emptied, data blocks moved (and left for want of room), tree
+/// nodes written anew, slices, and the pool's idle runs of at least one extent (1 MiB) before and
+/// after: how many, the blocks they hold, the longest idle run.
+/// </summary>
+public sealed record CompactionResult(int Regions, long DataBlocksMoved, long NodesRewritten, int Slices,
+    (long Runs, ulong Blocks, ulong Longest) FreeBefore, (long Runs, ulong Blocks, ulong Longest) FreeAfter)
+{
+    /// <summary>Data blocks that found no room outside the regions and stayed.</summary>
+    public long DataBlocksLeft { get; init; }
 }
 
 /// <summary>How a relocation runs.</summary>
