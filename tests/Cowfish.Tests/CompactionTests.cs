@@ -94,62 +94,11 @@ public sealed class CompactionTests(ITestOutputHelper output)
     {
         Seeds.Announce(output, nameof(CompactionRunsAlongsideWritesClonesAndSnapshots), seed);
         using var fs = new FileSystem(Pool.Create(new MemoryDevice(), RelocationTests.Small), ownsPool: true);
-        var rng = new Random(seed);
-        var model = Scattered(fs, rng);
-        var live = model.Keys.Where(k => k.StartsWith("v/")).ToArray();
-        var gate = new object();
-        bool stop = false;
-        long writes = 0;
-        var writer = new Thread(() =>
-        {
-            var wr = new Random(seed + 1);
-            var block = new byte[4096];
-            while (!Volatile.Read(ref stop))
-            {
-                string p = live[wr.Next(live.Length)];
-                int at = wr.Next(model[p].Length / 4096) * 4096;
-                wr.NextBytes(block);
-                lock (gate)
-                {
-                    fs.Write(p, at, block);
-                    block.CopyTo(model[p], at);
-                }
-                writes++;
-            }
-        });
-        int slices = 0;
-        var options = new CompactionOptions
-        {
-            SliceBudget = TimeSpan.Zero,
-            AfterSlice = () =>
-            {
-                if (++slices % 9 != 0) return;
-                lock (gate)
-                {
-                    if (slices % 27 == 0)
-                    {
-                        string s = $"t{slices}";
-                        fs.Snapshot("v", s, readOnly: true);
-                        foreach (var p in model.Keys.Where(k => k.StartsWith("v/")).ToList()) model[s + p[1..]] = model[p].ToArray();
-                    }
-                    else
-                    {
-                        string src = live[rng.Next(live.Length)], e = $"v/e{slices}";
-                        fs.CreateFile(e);
-                        fs.CloneRange(src, 65536, 131072, e, 0);
-                        model[e] = model[src].AsSpan(65536, 131072).ToArray();
-                    }
-                }
-            },
-        };
-        writer.Start();
-        CompactionResult r;
-        try { r = PoolRelocator.Compact(fs, options); }
-        finally
-        {
-            Volatile.Write(ref stop, true);
-            writer.Join();
-        }
+        var model = Scattered(fs, new Random(seed));
+        var alongside = new Alongside(fs, model, model.Keys.Where(k => k.StartsWith("v/")).ToArray(), seed);
+        CompactionResult r = null!;
+        long writes = alongside.WhileWriting(() =>
+            r = PoolRelocator.Compact(fs, new CompactionOptions { SliceBudget = TimeSpan.Zero, AfterSlice = () => alongside.BetweenSlices(9) }), seed + 1);
         output.WriteLine($"{r}; {writes} writes alongside");
         Assert.True(r.Slices > 20 && r.DataBlocksMoved > 0, r.ToString());
         RelocationTests.AssertContents(fs, model, $"seed {seed}");
@@ -167,37 +116,14 @@ public sealed class CompactionTests(ITestOutputHelper output)
         using (var fs = new FileSystem(Pool.Create(setup, RelocationTests.Small), ownsPool: true))
             model = Scattered(fs, new Random(seed), files: 60, chunks: 4);
         var image = setup.LiveImage();
-        CompactionOptions Durable(Pool pool) => new() { SliceBudget = TimeSpan.Zero, AfterSlice = pool.Flush };
-
-        var probe = new FaultInjectingDevice(image);
-        using (var fs = new FileSystem(Pool.Open(probe, RelocationTests.Small), ownsPool: true))
-        {
-            var r = PoolRelocator.Compact(fs, Durable(fs.Pool));
-            output.WriteLine(r.ToString());
-            Assert.True(r.Slices > 10, r.ToString());
-        }
-        long flushes = probe.FlushCount;
-        long step = Math.Max(1, flushes / 25);
-        var rng = new Random(seed);
-        for (long cut = rng.Next((int)step); cut < flushes; cut += step)
-        {
-            var dev = new FaultInjectingDevice(image);
-            dev.CutAtFlush(cut);
-            try
+        long flushes = Alongside.PowerCuts(image, RelocationTests.Small, model, seed, cuts: 25,
+            fs => PoolRelocator.Compact(fs, new CompactionOptions { SliceBudget = TimeSpan.Zero, AfterSlice = fs.Pool.Flush }),
+            (fs, ctx) =>
             {
-                using var fs = new FileSystem(Pool.Open(dev, RelocationTests.Small), ownsPool: true);
-                PoolRelocator.Compact(fs, Durable(fs.Pool));
-            }
-            catch (CowfishException) { }
-            Assert.True(dev.IsDead, $"cut at flush {cut} never happened");
-            string ctx = $"seed {seed}, cut at flush {cut} of {flushes}";
-            using var again = new FileSystem(Pool.Open(MemoryDevice.FromImage(dev.CrashImage(CrashMode.RandomSubset, rng)), RelocationTests.Small), ownsPool: true);
-            var report = PoolChecker.Check(again.Pool);
-            Assert.True(report.IsClean, $"{ctx}: check found faults:\n{string.Join("\n", report.Faults.Take(20))}");
-            RelocationTests.AssertContents(again, model, ctx);
-            PoolRelocator.Compact(again);
-            RelocationTests.AssertContents(again, model, ctx + " after compacting again");
-            TreeModel.AssertClean(again.Pool, ctx + " after compacting again");
-        }
+                PoolRelocator.Compact(fs);
+                RelocationTests.AssertContents(fs, model, ctx + " after compacting again");
+                TreeModel.AssertClean(fs.Pool, ctx + " after compacting again");
+            });
+        output.WriteLine($"{flushes} flushes");
     }
 }

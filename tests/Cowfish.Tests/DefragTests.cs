@@ -135,62 +135,12 @@ public sealed class DefragTests(ITestOutputHelper output)
     {
         Seeds.Announce(output, nameof(DefragRunsAlongsideWritesClonesAndSnapshots), seed);
         using var fs = new FileSystem(Pool.Create(new MemoryDevice(), RelocationTests.Small), ownsPool: true);
-        var rng = new Random(seed);
-        var model = SharedFragmented(fs, rng, chunks: 96, overwrites: 12);
-        var gate = new object();
-        bool stop = false;
-        long writes = 0;
-        var writer = new Thread(() =>
-        {
-            var wr = new Random(seed + 1);
-            var block = new byte[4096];
-            while (!Volatile.Read(ref stop))
-            {
-                string p = wr.Next(3) == 0 ? "v/c" : "v/a";
-                int at = wr.Next(96 * Chunk / 4096) * 4096;
-                wr.NextBytes(block);
-                lock (gate)
-                {
-                    fs.Write(p, at, block);
-                    block.CopyTo(model[p], at);
-                }
-                writes++;
-            }
-        });
-        int slices = 0;
-        var options = new DefragOptions
-        {
-            SliceBudget = TimeSpan.Zero,
-            AfterSlice = () =>
-            {
-                if (++slices % 7 != 0) return;
-                lock (gate)
-                {
-                    if (slices % 21 == 0)
-                    {
-                        string s = $"t{slices}";
-                        fs.Snapshot("v", s, readOnly: true);
-                        foreach (var p in model.Keys.Where(k => k.StartsWith("v/")).ToList()) model[s + p[1..]] = model[p].ToArray();
-                    }
-                    else
-                    {
-                        string e = $"v/e{slices}";
-                        int from = rng.Next(90) * Chunk / 2;
-                        fs.CreateFile(e);
-                        fs.CloneRange("v/a", from, 2 * Chunk, e, 0);
-                        model[e] = model["v/a"].AsSpan(from, 2 * Chunk).ToArray();
-                    }
-                }
-            },
-        };
-        writer.Start();
-        DefragResult r;
-        try { r = Defragmenter.Defragment(fs, "v/a", options: options); }
-        finally
-        {
-            Volatile.Write(ref stop, true);
-            writer.Join();
-        }
+        var model = SharedFragmented(fs, new Random(seed), chunks: 96, overwrites: 12);
+        var alongside = new Alongside(fs, model, ["v/a", "v/a", "v/c"], seed);
+        DefragResult r = null!;
+        long writes = alongside.WhileWriting(() =>
+            r = Defragmenter.Defragment(fs, "v/a", options: new DefragOptions { SliceBudget = TimeSpan.Zero, AfterSlice = () => alongside.BetweenSlices(7) }), seed + 1);
+        int slices = alongside.Slices;
         output.WriteLine($"{r}; {slices} slices, {writes} writes alongside");
         Assert.True(slices > 20, $"only {slices} slices");
         Assert.True(r.SharedBytesMoved > 0, r.ToString());
@@ -212,35 +162,15 @@ public sealed class DefragTests(ITestOutputHelper output)
         using (var fs = new FileSystem(Pool.Create(setup, RelocationTests.Small), ownsPool: true))
             model = SharedFragmented(fs, new Random(seed), chunks: 48, overwrites: 8);
         var image = setup.LiveImage();
-        DefragOptions Durable(Pool pool) => new() { SliceBudget = TimeSpan.Zero, AfterSlice = pool.Flush };
-
-        var probe = new FaultInjectingDevice(image);
-        using (var fs = new FileSystem(Pool.Open(probe, RelocationTests.Small), ownsPool: true))
-            output.WriteLine(Defragmenter.Defragment(fs, "v/a", options: Durable(fs.Pool)).ToString());
-        long flushes = probe.FlushCount;
-        long step = Math.Max(1, flushes / 30);
-        var rng = new Random(seed);
-        for (long cut = rng.Next((int)step); cut < flushes; cut += step)
-        {
-            var dev = new FaultInjectingDevice(image);
-            dev.CutAtFlush(cut);
-            try
+        long flushes = Alongside.PowerCuts(image, RelocationTests.Small, model, seed, cuts: 30,
+            fs => output.WriteLine(Defragmenter.Defragment(fs, "v/a", options: new DefragOptions { SliceBudget = TimeSpan.Zero, AfterSlice = fs.Pool.Flush }).ToString()),
+            (fs, ctx) =>
             {
-                using var fs = new FileSystem(Pool.Open(dev, RelocationTests.Small), ownsPool: true);
-                Defragmenter.Defragment(fs, "v/a", options: Durable(fs.Pool));
-            }
-            catch (CowfishException) { }
-            Assert.True(dev.IsDead, $"cut at flush {cut} never happened");
-            string ctx = $"seed {seed}, cut at flush {cut} of {flushes}";
-            using var again = new FileSystem(Pool.Open(MemoryDevice.FromImage(dev.CrashImage(CrashMode.RandomSubset, rng)), RelocationTests.Small), ownsPool: true);
-            var report = PoolChecker.Check(again.Pool);
-            Assert.True(report.IsClean, $"{ctx}: check found faults:\n{string.Join("\n", report.Faults.Take(20))}");
-            RelocationTests.AssertContents(again, model, ctx);
-            var r = Defragmenter.Defragment(again, "v/a");
-            Assert.True(r.FragmentsAfter <= 1 + 3 * 8, $"{ctx}: {r}");
-            RelocationTests.AssertContents(again, model, ctx + " after defragmenting again");
-            TreeModel.AssertClean(again.Pool, ctx + " after defragmenting again");
-        }
+                var r = Defragmenter.Defragment(fs, "v/a");
+                Assert.True(r.FragmentsAfter <= 1 + 3 * 8, $"{ctx}: {r}");
+                RelocationTests.AssertContents(fs, model, ctx + " after defragmenting again");
+                TreeModel.AssertClean(fs.Pool, ctx + " after defragmenting again");
+            });
         output.WriteLine($"{flushes} flushes");
     }
 
