@@ -117,27 +117,19 @@ internal static class CompactBench
             Native.SyncFs(lf.Mount);
             Native.BtrfsSnapshot(lf.DataDir, lf.Mount, "snap", readOnly: true);
             Shell.Run("btrfs", "filesystem", "sync", lf.Mount);
-            long freeBefore = Unallocated(lf.Mount);
+            long freeBefore = RelocateBench.DeviceFigure(lf.Mount, "Device unallocated");
             long usedBefore = RelocateBench.DfUsed(lf.Mount).Data;
             ctx.Progress("compact: btrfs balance -dusage=25");
             var sw = Stopwatch.StartNew();
             string said = Shell.Run("btrfs", "balance", "start", "-dusage=25", lf.Mount);
             double seconds = sw.Elapsed.TotalSeconds;
-            long freeAfter = Unallocated(lf.Mount);
+            long freeAfter = RelocateBench.DeviceFigure(lf.Mount, "Device unallocated");
             var relocated = Regex.Match(said, @"relocate (\d+) out of (\d+) chunks");
             return new Figures(seconds, usedBefore, freeBefore, freeAfter,
                 $"`btrfs balance start -dusage=25` ({(relocated.Success ? $"{relocated.Groups[1].Value} of {relocated.Groups[2].Value} chunks relocated" : said.Trim())}); "
                 + "data moved is `btrfs filesystem df` data used (every data chunk was under a quarter full); free space is unallocated device space");
         }
         finally { NativeMemory.AlignedFree(buf); }
-    }
-
-    private static long Unallocated(string mnt)
-    {
-        string o = Shell.Run("btrfs", "filesystem", "usage", "-b", mnt);
-        var m = Regex.Match(o, @"Device unallocated:\s+(\d+)");
-        if (!m.Success) throw new IOException($"cannot parse `btrfs filesystem usage -b`: {o}");
-        return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
     }
 
     private static string Report(BenchContext ctx, int files, Figures cow, Figures? btrfs, string? note)

@@ -170,7 +170,7 @@ internal static class RelocateBench
         File.WriteAllText("/proc/sys/vm/drop_caches", "3");
     }
 
-    private static string Hash(Func<long, Memory<byte>, int> read)
+    internal static string Hash(Func<long, Memory<byte>, int> read)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var buf = new byte[MiB];
@@ -552,7 +552,7 @@ internal static class RelocateBench
     private static long DeviceSize(string mnt) => DeviceFigure(mnt, "Device size");
 
     /// <summary>One byte figure of <c>btrfs filesystem usage -b</c> ("Device size", "Device allocated").</summary>
-    private static long DeviceFigure(string mnt, string name)
+    internal static long DeviceFigure(string mnt, string name)
     {
         string o = Shell.Run("btrfs", "filesystem", "usage", "-b", mnt);
         var m = Regex.Match(o, Regex.Escape(name) + @":\s+(\d+)");

@@ -405,17 +405,8 @@ internal sealed class SpaceMap
         {
             if (want == 0 || min == 0 || min > want) throw new ArgumentOutOfRangeException(nameof(want));
             ulong top = Top, bestStart = 0, bestLength = 0;
-            ulong b = Layout.FirstDataBlock;
-            while (b < top)
-            {
-                if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
-                if (Get(_busy, b)) { b++; continue; }
-                ulong end = b + 1;
-                while (end < top && end - b < want && !Get(_busy, end)) end++;
-                if (end - b > bestLength) { bestStart = b; bestLength = end - b; }
-                if (bestLength >= want) break;
-                b = end;
-            }
+            for (var (b, n) = NextIdleRun(Layout.FirstDataBlock, top, want); n > 0 && bestLength < want; (b, n) = NextIdleRun(b + n, top, want))
+                if (n > bestLength) (bestStart, bestLength) = (b, n);
             if (bestLength < min)
             {
                 uint n = (uint)Math.Min(want, uint.MaxValue);
@@ -453,13 +444,10 @@ internal sealed class SpaceMap
         {
             var runs = new List<(ulong, uint)>();
             to = Math.Min(to, _total);
-            for (ulong b = Math.Max(from, Layout.FirstDataBlock); b < to;)
+            for (var (b, n) = NextIdleRun(Math.Max(from, Layout.FirstDataBlock), to, uint.MaxValue); n > 0; (b, n) = NextIdleRun(b + n, to, uint.MaxValue))
             {
-                if (Get(_busy, b)) { b++; continue; }
-                ulong end = b;
-                while (end < to && !Get(_busy, end)) SetBusy(end++);
-                runs.Add((b, (uint)(end - b)));
-                b = end;
+                for (ulong x = b; x < b + n; x++) SetBusy(x);
+                runs.Add((b, (uint)n));
             }
             return runs;
         }
@@ -472,16 +460,10 @@ internal sealed class SpaceMap
         {
             long runs = 0;
             ulong blocks = 0, longest = 0;
-            for (ulong b = Layout.FirstDataBlock; b < _total;)
+            for (var (b, n) = NextIdleRun(Layout.FirstDataBlock, _total, ulong.MaxValue); n > 0; (b, n) = NextIdleRun(b + n, _total, ulong.MaxValue))
             {
-                if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
-                if (Get(_busy, b)) { b++; continue; }
-                ulong end = b + 1;
-                while (end < _total && !Get(_busy, end)) end++;
-                ulong n = end - b;
                 if (n >= min) { runs++; blocks += n; }
                 longest = Math.Max(longest, n);
-                b = end;
             }
             return (runs, blocks, longest);
         }
@@ -503,6 +485,23 @@ internal sealed class SpaceMap
                 }
             return counts;
         }
+    }
+
+    /// <summary>
+    /// The first idle run at or after <paramref name="from"/> and below <paramref name="to"/>,
+    /// measured up to <paramref name="cap"/> blocks; length 0 when there is none. Skips busy words whole.
+    /// </summary>
+    private (ulong Start, ulong Length) NextIdleRun(ulong from, ulong to, ulong cap)
+    {
+        for (ulong b = from; b < to;)
+        {
+            if ((b & 63) == 0 && _busy[b >> 6] == ulong.MaxValue) { b += 64; continue; }
+            if (Get(_busy, b)) { b++; continue; }
+            ulong end = b + 1;
+            while (end < to && end - b < cap && !Get(_busy, end)) end++;
+            return (b, end - b);
+        }
+        return (to, 0);
     }
 
     /// <summary>Turns a reservation into an allocation of the open transaction (an abort frees it).</summary>

@@ -272,14 +272,16 @@ public sealed partial class FileSystem
     /// Fragments of a file's written data: maximal runs of records whose disk blocks follow each
     /// other in file order. 1 for a file laid out contiguously, 0 for one with no data.
     /// </summary>
-    internal int Fragments(string path) => FileRecord.Fragments(WrittenRecords(path).Records);
+    internal int Fragments(string path) => FileRecord.Fragments(WrittenRecords(path, sharing: false).Records);
 
     /// <summary>
     /// A file's written extent records in file order (unwritten ones hold no data and are left
     /// out), each telling whether its disk extent is the file's alone: no clone, snapshot or other
     /// file reaches it (<see cref="UsageCalculator"/>'s test). Also the bytes the file shares.
+    /// Without <paramref name="sharing"/>, neither is worked out (every record reads as shared, and
+    /// the shared bytes as 0): the layout alone.
     /// </summary>
-    internal (List<FileRecord> Records, ulong SharedBytes) WrittenRecords(string path)
+    internal (List<FileRecord> Records, ulong SharedBytes) WrittenRecords(string path, bool sharing = true)
     {
         SettleWrites();
         var p = PoolPath.Parse(path);
@@ -293,15 +295,19 @@ public sealed partial class FileSystem
         var records = new List<FileRecord>();
         var extents = v.Extents(inode);
         if (extents is null) return (records, 0);
-        var calc = new UsageCalculator(rt, Pool.Store);
-        calc.AddFile(tree, ino, inode);
+        UsageCalculator? calc = null;
+        if (sharing)
+        {
+            calc = new UsageCalculator(rt, Pool.Store);
+            calc.AddFile(tree, ino, inode);
+        }
         foreach (var kv in extents.Scan())
         {
             var e = Extent.Decode(kv.Value, 0);
             if (e.Unwritten) continue;
-            records.Add(new FileRecord(FileKeys.ParseExtentKey(kv.Key), e.DiskStart, e.DiskBlocks, e.Offset, e.Count, calc.IsExclusive(e.DiskStart)));
+            records.Add(new FileRecord(FileKeys.ParseExtentKey(kv.Key), e.DiskStart, e.DiskBlocks, e.Offset, e.Count, calc?.IsExclusive(e.DiskStart) ?? false));
         }
-        return (records, calc.Result.SharedBytes);
+        return (records, calc?.Result.SharedBytes ?? 0);
     }
 
     /// <summary>

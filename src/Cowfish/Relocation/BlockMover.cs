@@ -74,7 +74,8 @@ internal sealed class BlockMover
     /// <summary>
     /// Defrag's mover: moves exactly the data runs in <paramref name="planned"/> (start → length
     /// and a reserved destination), each once, whoever refers to them; nodes move only because a
-    /// descendant did. Destinations it never reaches stay reserved (<see cref="Planned"/>).
+    /// descendant did. It removes each run from the map as it moves it: what is left at the end
+    /// was never reached, and its destinations are still reserved.
     /// </summary>
     public BlockMover(Pool pool, Dictionary<ulong, (uint Blocks, ulong To)> planned, Action<long>? progress)
         : this(pool, ulong.MaxValue, progress) => _planned = planned;
@@ -119,9 +120,6 @@ internal sealed class BlockMover
         if (_windows is null && _planned is null && _pool.Space.AllocateBelowCeiling(1) is var below and not 0) return below;
         return _pool.Space.Allocate(1);
     }
-
-    /// <summary>Defrag: the planned runs not moved (yet); their destinations are still reserved.</summary>
-    public IReadOnlyDictionary<ulong, (uint Blocks, ulong To)>? Planned => _planned;
 
     /// <summary>Tree nodes written at a new address (moved, or rewritten because a descendant moved).</summary>
     public long NodesRewritten { get; private set; }

@@ -57,7 +57,6 @@ public static class Defragmenter
         long rewritten = 0, moved = 0;
         var planned = new Dictionary<ulong, (uint Blocks, ulong To)>();
         foreach (var p in pieces) if (!p.Rewrite) planned[p.DiskStart] = (p.Blocks, p.To);
-        BlockMover? mover = null;
         try
         {
             foreach (var p in pieces)
@@ -70,7 +69,7 @@ public static class Defragmenter
             }
             if (planned.Count > 0)
             {
-                mover = new BlockMover(pool, planned, blocks => progress?.Invoke(rewritten + blocks * bs));
+                var mover = new BlockMover(pool, planned, blocks => progress?.Invoke(rewritten + blocks * bs));
                 PoolRelocator.Walk(pool, mover, options.SliceBudget, options.AfterSlice);
                 moved = mover.DataBlocksMoved * bs;
             }
@@ -80,7 +79,7 @@ public static class Defragmenter
             // Whatever was not handed out or moved (the file changed meanwhile) goes back.
             foreach (var p in pieces)
                 if (p.Rewrite && p.HandedOut < p.Blocks) pool.Space.Unreserve(p.To + p.HandedOut, p.Blocks - p.HandedOut);
-            foreach (var (_, (blocks, to)) in mover?.Planned ?? planned) pool.Space.Unreserve(to, blocks);
+            foreach (var (_, (blocks, to)) in planned) pool.Space.Unreserve(to, blocks); // the mover removes what it moved
         }
         fs.Flush();
         var (after, shared) = fs.WrittenRecords(path);
