@@ -43,22 +43,28 @@ public sealed class FormatTests
     [Fact]
     public void NodesRoundTripAndEveryBoundIsChecked()
     {
-        var n = new Node(TreeKind.Plain, 0) { Address = 77, Generation = 3 };
+        var n = Node.NewDirty(TreeKind.Plain, 0, 3);
+        n.Address = 77;
+        int payload = 0;
         for (int i = 0; i < 10; i++)
         {
             var k = new[] { (byte)i, (byte)(i * 3) };
             var v = new byte[i * 5];
-            n.Keys.Add(k);
-            n.Values!.Add(v);
-            n.PayloadBytes += Node.LeafEntrySize(k, v);
+            n.InsertLeaf(i, k, v);
+            payload += Node.LeafEntrySize(k.Length, v.Length);
         }
-        var block = new byte[Layout.BlockSize];
-        n.Encode(block);
+        Assert.Equal(payload, n.PayloadBytes);
+        n.Dirty = false;
+        var block = n.Seal().ToArray();
         var back = Node.Decode(block, 77);
         Assert.Equal(10, back.Count);
         Assert.Equal(n.PayloadBytes, back.PayloadBytes);
         Assert.Equal(3UL, back.Generation);
-        Assert.True(back.Keys.Zip(n.Keys).All(p => p.First.AsSpan().SequenceEqual(p.Second)));
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.True(back.Key(i).SequenceEqual(n.Key(i)));
+            Assert.True(back.Value(i).SequenceEqual(n.Value(i)));
+        }
 
         var e = Assert.Throws<CorruptionException>(() => Node.Decode(block, 78));
         Assert.Equal(78UL, e.Address);

@@ -62,8 +62,8 @@ public static class PoolChecker
             var namedTrees = new List<(string Name, ulong Id)>();
             Walk(_sb.CatalogRoot, TreeKind.Catalog, (node, i) =>
             {
-                var k = node.Keys[i];
-                var v = node.Values![i];
+                var k = node.KeyArray(i);
+                var v = node.ValueArray(i);
                 if (CatalogKeys.TryParseTree(k, v, out ulong id, out var root, out var kind)) treeRoots.Add((id, root, kind));
                 else if (CatalogKeys.TryParseDrop(k, v, out _, out var node2)) dropRefs.Add(node2);
                 else if (k.Length > 1 && k[0] == CatalogKeys.NamedPrefix && v.Length == 8) namedTrees.Add((System.Text.Encoding.UTF8.GetString(k, 1, k.Length - 1), BinaryPrimitives.ReadUInt64LittleEndian(v)));
@@ -73,8 +73,8 @@ public static class PoolChecker
             var stored = new Dictionary<ulong, ulong>();
             Walk(_sb.RefCountRoot, TreeKind.RefCount, (node, i) =>
             {
-                var k = node.Keys[i];
-                var v = node.Values![i];
+                var k = node.KeyArray(i);
+                var v = node.ValueArray(i);
                 if (k.Length != 8 || v.Length != 8) { Fault("refcount tree", node.Address, $"entry {i} has a {k.Length}-byte key and {v.Length}-byte value, expected 8 and 8"); return; }
                 stored[BinaryPrimitives.ReadUInt64BigEndian(k)] = BinaryPrimitives.ReadUInt64LittleEndian(v);
             });
@@ -82,8 +82,8 @@ public static class PoolChecker
             var pages = new List<(ulong Page, BlockRef At)>();
             Walk(_sb.SpaceMapRoot, TreeKind.SpaceMap, (node, i) =>
             {
-                var k = node.Keys[i];
-                var v = node.Values![i];
+                var k = node.KeyArray(i);
+                var v = node.ValueArray(i);
                 if (k.Length != 8 || v.Length != 16) { Fault("space map", node.Address, $"entry {i} has a {k.Length}-byte key and {v.Length}-byte value, expected 8 and 16"); return; }
                 pages.Add((BinaryPrimitives.ReadUInt64BigEndian(k), CatalogKeys.ParseRefValue(v, node.Address)));
             });
@@ -119,7 +119,7 @@ public static class PoolChecker
             return (node, i) =>
             {
                 _scratch.Clear();
-                vr.Collect(node.Keys[i], node.Values![i], _scratch);
+                vr.Collect(node.Key(i), node.Value(i), _scratch);
                 foreach (var r in _scratch.ToArray())
                 {
                     if (r.IsSubtree)
@@ -169,8 +169,8 @@ public static class PoolChecker
                 if (depth + node.Level >= Layout.MaxTreeDepth) { Fault("node", addr, $"tree deeper than {Layout.MaxTreeDepth}"); continue; }
                 for (int i = node.IsLeaf ? 0 : 1; i < node.Count; i++)
                 {
-                    var key = node.Keys[i];
-                    if ((lo is not null && key.AsSpan().SequenceCompareTo(lo) < 0) || (hi is not null && key.AsSpan().SequenceCompareTo(hi) >= 0))
+                    var key = node.Key(i);
+                    if ((lo is not null && key.SequenceCompareTo(lo) < 0) || (hi is not null && key.SequenceCompareTo(hi) >= 0))
                         Fault("key order", addr, $"entry {i} lies outside the range its parent gives");
                 }
                 if (node.IsLeaf)
@@ -182,9 +182,9 @@ public static class PoolChecker
                 }
                 for (int i = node.Count - 1; i >= 0; i--)
                 {
-                    byte[]? clo = i == 0 ? lo : node.Keys[i];
-                    byte[]? chi = i + 1 < node.Count ? node.Keys[i + 1] : hi;
-                    stack.Push((node.Children![i], node.Level - 1, clo, chi, depth + 1, node.Kind));
+                    byte[]? clo = i == 0 ? lo : node.KeyArray(i);
+                    byte[]? chi = i + 1 < node.Count ? node.KeyArray(i + 1) : hi;
+                    stack.Push((node.ChildRef(i), node.Level - 1, clo, chi, depth + 1, node.Kind));
                 }
             }
         }

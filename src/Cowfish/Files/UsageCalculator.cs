@@ -88,7 +88,7 @@ internal sealed class UsageCalculator
             }
             for (int i = 0; i < n.Count; i++)
             {
-                var e = Extent.Decode(n.Values![i], n.Address);
+                var e = Extent.Decode(n.Value(i), n.Address);
                 if (e.Unwritten) continue;
                 ulong bytes = (ulong)e.Count * Layout.BlockSize;
                 _total += bytes;

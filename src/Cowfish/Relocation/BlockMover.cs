@@ -221,19 +221,19 @@ internal sealed class BlockMover
         bool stays = rc > moving;
         byte[]? from = resume is not null && at < resume.Count ? resume[at] : null;
         bool whole = from is null;
-        List<BlockRef>? children = null;
-        List<byte[]>? values = null;
+        BlockRef[]? children = null;
+        byte[]?[]? values = null; // the values that changed, by entry
         var vr = ValueReferences.For(node.Kind);
         if (!node.IsLeaf)
         {
             int first = from is null ? 0 : node.ChildFor(from);
             for (int i = first; i < node.Count; i++)
             {
-                if (i > first && OutOfTime()) { Stop(node.Keys[i]); break; }
-                var c = MoveNode(node.Children![i], stays, i == first ? resume : null, at, depth + 1);
-                if (c != node.Children[i])
+                if (i > first && OutOfTime()) { Stop(node.KeyArray(i)); break; }
+                var c = MoveNode(node.ChildRef(i), stays, i == first ? resume : null, at, depth + 1);
+                if (c != node.ChildRef(i))
                 {
-                    children ??= new List<BlockRef>(node.Children);
+                    children ??= node.ChildRefs();
                     children[i] = c;
                 }
                 if (_stop) break;
@@ -246,15 +246,16 @@ internal sealed class BlockMover
             if (from is not null) first = node.LowerBound(from, out exact);
             for (int i = first; i < node.Count; i++)
             {
-                if (OutOfTime()) { Stop(node.Keys[i]); break; }
+                if (OutOfTime()) { Stop(node.KeyArray(i)); break; }
                 var nested = i == first && exact ? resume : null;
-                var v = vr.Rewrite(node.Keys[i], node.Values![i], x => MoveValue(x, stays, nested, at + 1, depth));
-                if (!ReferenceEquals(v, node.Values[i]))
+                var old = node.ValueArray(i);
+                var v = vr.Rewrite(node.Key(i), old, x => MoveValue(x, stays, nested, at + 1, depth));
+                if (!ReferenceEquals(v, old))
                 {
-                    values ??= new List<byte[]>(node.Values);
+                    values ??= new byte[]?[node.Count];
                     values[i] = v;
                 }
-                if (_stop) { _stopAt.Insert(0, node.Keys[i]); break; }
+                if (_stop) { _stopAt.Insert(0, node.KeyArray(i)); break; }
             }
         }
         bool complete = whole && !_stop;
@@ -264,14 +265,13 @@ internal sealed class BlockMover
             return r;
         }
 
-        var copy = new Node(node.Kind, node.Level, node.Count) { Generation = _generation, PayloadBytes = node.PayloadBytes };
-        copy.Keys.AddRange(node.Keys);
-        if (node.IsLeaf) copy.Values!.AddRange(values ?? node.Values!);
-        else
+        var copy = Node.NewDirty(node.Kind, node.Level, _generation);
+        for (int i = 0; i < node.Count; i++)
         {
-            copy.Children!.AddRange(children ?? node.Children!);
-            for (int i = 0; i < node.Count; i++) copy.ChildNodes!.Add(null);
+            if (node.IsLeaf) copy.InsertLeaf(i, node.Key(i), values?[i] ?? node.Value(i));
+            else copy.InsertChild(i, node.Key(i), children?[i] ?? node.ChildRef(i), null);
         }
+        copy.Dirty = false;
         if (stays) AddSharedReferences(node, children, values, vr);
         // The references that move off r: the caller's (unless its old version stays) and the
         // forwarding entries'. If they were all, the last release frees r; its references pass
@@ -304,23 +304,23 @@ internal sealed class BlockMover
     }
 
     /// <summary>The old node stays: its copy takes one more reference to each child or run it shares with it.</summary>
-    private void AddSharedReferences(Node node, List<BlockRef>? children, List<byte[]>? values, IValueReferences? vr)
+    private void AddSharedReferences(Node node, BlockRef[]? children, byte[]?[]? values, IValueReferences? vr)
     {
         if (!node.IsLeaf)
         {
             for (int i = 0; i < node.Count; i++)
-                if (children is null || children[i] == node.Children![i]) _tx.AddReference(node.Children![i].Address, 1);
+                if (children is null || children[i] == node.ChildRef(i)) _tx.AddReference(node.ChildRef(i).Address, 1);
             return;
         }
         if (vr is null) return;
         for (int i = 0; i < node.Count; i++)
         {
             _old.Clear();
-            vr.Collect(node.Keys[i], node.Values![i], _old);
-            if (values is not null && !ReferenceEquals(values[i], node.Values[i]))
+            vr.Collect(node.Key(i), node.Value(i), _old);
+            if (values?[i] is { } changed)
             {
                 _new.Clear();
-                vr.Collect(node.Keys[i], values[i], _new);
+                vr.Collect(node.Key(i), changed, _new);
                 for (int j = 0; j < _old.Count; j++)
                     if (_new[j] == _old[j]) _tx.AddReference(_old[j].Address, _old[j].Blocks);
                 continue;

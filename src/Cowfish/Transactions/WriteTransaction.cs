@@ -342,14 +342,14 @@ public sealed class WriteTransaction : IDisposable
                 throw new CorruptionException(addr, "dropped node generation", nodeRef.Generation.ToString(), node.Generation.ToString());
             if (!node.IsLeaf)
             {
-                foreach (var child in node.Children!) QueueDrop(child);
+                for (int c = 0; c < node.Count; c++) QueueDrop(node.ChildRef(c));
             }
             else if (ValueReferences.For(node.Kind) is { } vr)
             {
                 for (int i = 0; i < node.Count; i++)
                 {
                     refs.Clear();
-                    vr.Collect(node.Keys[i], node.Values![i], refs);
+                    vr.Collect(node.Key(i), node.Value(i), refs);
                     foreach (var r in refs)
                     {
                         if (r.IsSubtree) _shared.ReleaseSubtree(r.Subtree);

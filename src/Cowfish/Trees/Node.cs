@@ -1,17 +1,28 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using Cowfish.Format;
 
 namespace Cowfish.Trees;
 
 /// <summary>
-/// A decoded B+tree node. A clean node (Dirty == false) came from disk or was just written:
-/// it is immutable and may be shared by any number of readers through the cache. A dirty node
-/// belongs to the one write transaction that made it and is changed in place until commit.
+/// A B+tree node that is its page: the entries stay encoded exactly as on disk (format v1), and a
+/// table of entry offsets lets readers binary-search keys and read values in place, as spans, with
+/// no object per key. A clean node (Dirty == false) came from disk or was just written: it is
+/// immutable and may be shared by any number of readers through the cache. A dirty node belongs to
+/// the one write transaction that made it and is edited in place (entries moved with memmove) until
+/// it is written.
 /// </summary>
 /// <remarks>
-/// Internal nodes hold one key per child: for i &gt; 0, Keys[i] is a lower bound of every key under
-/// child i and Keys[1..] ascend strictly. Keys[0] carries no meaning (child 0 takes every key below
-/// Keys[1]) and is never compared. Leaves hold sorted, unique keys.
+/// Page layout (docs/format.md): a 32-byte block header, then <see cref="Count"/> packed entries.
+/// A leaf entry is [key length u16][value length u16][key][value]; an internal entry is
+/// [key length u16][child address u64][child generation u64][key]. Internal nodes hold one key per
+/// child: for i &gt; 0, Key(i) is a lower bound of every key under child i and the keys from 1 on
+/// ascend strictly; Key(0) carries no meaning (child 0 takes every key below Key(1)) and is never
+/// compared. Leaves hold sorted, unique keys.
+/// Pages live on the pinned object heap: the collector never copies them, however long the cache
+/// keeps them, and they hold no references for it to trace. A node's page never changes owner, so
+/// a reader that holds a node (a cursor, a diff) keeps reading the same bytes across eviction and
+/// commits: the page goes away with the last reference to its node.
 /// </remarks>
 internal sealed class Node
 {
@@ -20,61 +31,105 @@ internal sealed class Node
     public const int InternalEntryOverhead = 18; // u16 key length, u64 child address, u64 child generation
     public const int Capacity = Layout.BlockSize - HeaderSize;
 
+    /// <summary>
+    /// A dirty page has room for a full node plus the largest entry, so that an insert may overflow
+    /// before the split that follows it.
+    /// </summary>
+    private const int DirtyPageSize = Layout.BlockSize + LeafEntryOverhead + Layout.MaxKeySize + Layout.MaxValueSize;
+
     public ulong Address;
     public ulong Generation;
     public TreeKind Kind;
     public byte Level;
     public bool Dirty;
-    public readonly List<byte[]> Keys;
-    public readonly List<byte[]>? Values;
-    public readonly List<BlockRef>? Children;
-    /// <summary>Dirty children of a dirty internal node; null where the child is the clean node at Children[i].</summary>
-    public readonly List<Node?>? ChildNodes;
-    /// <summary>Encoded payload size, kept up to date by every change.</summary>
+    /// <summary>Dirty children of a dirty internal node; null where the child is the clean node at ChildRef(i). Null on clean nodes.</summary>
+    public List<Node?>? ChildNodes;
+    /// <summary>Encoded payload size: the entries' bytes after the header.</summary>
     public int PayloadBytes;
 
-    public Node(TreeKind kind, byte level, int capacity = 8)
+    private byte[] _page;
+    private ushort[] _offsets;
+    private int _count;
+
+    private Node(TreeKind kind, byte level, byte[] page, ushort[] offsets)
     {
         Kind = kind;
         Level = level;
-        Keys = new List<byte[]>(capacity);
-        if (level == 0) Values = new List<byte[]>(capacity);
-        else
-        {
-            Children = new List<BlockRef>(capacity);
-            ChildNodes = new List<Node?>(capacity);
-        }
+        _page = page;
+        _offsets = offsets;
     }
 
+    /// <summary>An empty dirty node.</summary>
+    public static Node NewDirty(TreeKind kind, byte level, ulong generation)
+    {
+        var n = new Node(kind, level, NewPage(DirtyPageSize), new ushort[16]) { Dirty = true, Generation = generation };
+        if (level > 0) n.ChildNodes = new List<Node?>(16);
+        return n;
+    }
+
+    private static byte[] NewPage(int size) => GC.AllocateUninitializedArray<byte>(size, pinned: true);
+
     public bool IsLeaf => Level == 0;
-    public int Count => Keys.Count;
+    public int Count => _count;
     public bool Overflows => PayloadBytes > Capacity;
 
-    public static int LeafEntrySize(byte[] key, byte[] value) => LeafEntryOverhead + key.Length + value.Length;
-    public static int InternalEntrySize(byte[] key) => InternalEntryOverhead + key.Length;
+    public static int LeafEntrySize(int keyLength, int valueLength) => LeafEntryOverhead + keyLength + valueLength;
+    public static int InternalEntrySize(int keyLength) => InternalEntryOverhead + keyLength;
 
-    /// <summary>A dirty copy of this node's contents (the address is left for the caller to decide).</summary>
-    public Node CloneDirty()
+    private int End => HeaderSize + PayloadBytes;
+
+    // --- reading in place -------------------------------------------------------------------
+
+    public ReadOnlySpan<byte> Key(int i)
     {
-        var n = new Node(Kind, Level, Keys.Count + 2) { Generation = Generation, Dirty = true, PayloadBytes = PayloadBytes };
-        n.Keys.AddRange(Keys);
-        if (IsLeaf) n.Values!.AddRange(Values!);
-        else
-        {
-            n.Children!.AddRange(Children!);
-            for (int i = 0; i < Children!.Count; i++) n.ChildNodes!.Add(ChildNodes is { } cn && i < cn.Count ? cn[i] : null);
-        }
-        return n;
+        int o = _offsets[i];
+        int kl = BinaryPrimitives.ReadUInt16LittleEndian(_page.AsSpan(o));
+        return _page.AsSpan(o + (IsLeaf ? LeafEntryOverhead : InternalEntryOverhead), kl);
+    }
+
+    public ReadOnlySpan<byte> Value(int i)
+    {
+        Debug.Assert(IsLeaf, "values live in leaves");
+        int o = _offsets[i];
+        int kl = BinaryPrimitives.ReadUInt16LittleEndian(_page.AsSpan(o));
+        int vl = BinaryPrimitives.ReadUInt16LittleEndian(_page.AsSpan(o + 2));
+        return _page.AsSpan(o + LeafEntryOverhead + kl, vl);
+    }
+
+    public byte[] KeyArray(int i) => Key(i).ToArray();
+    public byte[] ValueArray(int i) => Value(i).ToArray();
+
+    /// <summary>The child pointer of entry i of an internal node.</summary>
+    public BlockRef ChildRef(int i)
+    {
+        Debug.Assert(!IsLeaf, "child pointers live in internal nodes");
+        var p = _page.AsSpan(_offsets[i]);
+        return new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(p[2..]), BinaryPrimitives.ReadUInt64LittleEndian(p[10..]));
+    }
+
+    /// <summary>Every child pointer of an internal node, in order.</summary>
+    public BlockRef[] ChildRefs()
+    {
+        var all = new BlockRef[_count];
+        for (int i = 0; i < _count; i++) all[i] = ChildRef(i);
+        return all;
+    }
+
+    public int EntrySize(int i)
+    {
+        var p = _page.AsSpan(_offsets[i]);
+        int kl = BinaryPrimitives.ReadUInt16LittleEndian(p);
+        return IsLeaf ? LeafEntryOverhead + kl + BinaryPrimitives.ReadUInt16LittleEndian(p[2..]) : InternalEntryOverhead + kl;
     }
 
     /// <summary>Index of the first key ≥ <paramref name="key"/> (leaf search), and whether it is equal.</summary>
     public int LowerBound(ReadOnlySpan<byte> key, out bool found)
     {
-        int lo = 0, hi = Keys.Count;
+        int lo = 0, hi = _count;
         while (lo < hi)
         {
             int mid = (lo + hi) >>> 1;
-            int c = key.SequenceCompareTo(Keys[mid]);
+            int c = key.SequenceCompareTo(Key(mid));
             if (c == 0) { found = true; return mid; }
             if (c > 0) lo = mid + 1; else hi = mid;
         }
@@ -84,58 +139,181 @@ internal sealed class Node
 
     /// <summary>
     /// The child of an internal node whose range holds <paramref name="key"/>: the last i ≥ 1 with
-    /// Keys[i] ≤ key, else 0. Keys[0] is never compared: child 0 takes everything below Keys[1].
+    /// Key(i) ≤ key, else 0. Key(0) is never compared: child 0 takes everything below Key(1).
     /// </summary>
     public int ChildFor(ReadOnlySpan<byte> key)
     {
-        int lo = 1, hi = Keys.Count;
+        int lo = 1, hi = _count;
         while (lo < hi)
         {
             int mid = (lo + hi) >>> 1;
-            if (key.SequenceCompareTo(Keys[mid]) >= 0) lo = mid + 1; else hi = mid;
+            if (key.SequenceCompareTo(Key(mid)) >= 0) lo = mid + 1; else hi = mid;
         }
         return lo - 1;
     }
 
-    // --- encoding -------------------------------------------------------------------------
+    // --- editing a dirty node ----------------------------------------------------------------
 
-    /// <summary>Encodes into a full block and seals the header. Every child must be clean.</summary>
-    public void Encode(Span<byte> block)
+    /// <summary>A dirty copy of this node's entries (the address is left for the caller to decide).</summary>
+    public Node CloneDirty()
     {
-        block.Clear();
-        block[24] = (byte)Kind;
-        block[25] = Level;
-        BinaryPrimitives.WriteUInt16LittleEndian(block[26..], (ushort)Keys.Count);
-        int p = HeaderSize;
-        for (int i = 0; i < Keys.Count; i++)
+        var n = new Node(Kind, Level, NewPage(DirtyPageSize), new ushort[Math.Max(16, _count + 8)])
         {
-            var k = Keys[i];
-            BinaryPrimitives.WriteUInt16LittleEndian(block[p..], (ushort)k.Length);
-            if (IsLeaf)
-            {
-                var v = Values![i];
-                BinaryPrimitives.WriteUInt16LittleEndian(block[(p + 2)..], (ushort)v.Length);
-                p += 4;
-                k.CopyTo(block[p..]); p += k.Length;
-                v.CopyTo(block[p..]); p += v.Length;
-            }
-            else
-            {
-                System.Diagnostics.Debug.Assert(ChildNodes![i] is null, "encoding a node with a dirty child");
-                BinaryPrimitives.WriteUInt64LittleEndian(block[(p + 2)..], Children![i].Address);
-                BinaryPrimitives.WriteUInt64LittleEndian(block[(p + 10)..], Children[i].Generation);
-                p += 18;
-                k.CopyTo(block[p..]); p += k.Length;
-            }
+            Generation = Generation, Dirty = true, PayloadBytes = PayloadBytes, _count = _count,
+        };
+        _page.AsSpan(HeaderSize, PayloadBytes).CopyTo(n._page.AsSpan(HeaderSize));
+        _offsets.AsSpan(0, _count).CopyTo(n._offsets);
+        if (!IsLeaf)
+        {
+            n.ChildNodes = new List<Node?>(_count + 8);
+            for (int i = 0; i < _count; i++) n.ChildNodes.Add(ChildNodes is { } cn ? cn[i] : null);
         }
-        System.Diagnostics.Debug.Assert(p - HeaderSize == PayloadBytes, "payload size bookkeeping is off");
-        BinaryPrimitives.WriteUInt16LittleEndian(block[28..], (ushort)p);
-        BlockHeader.Seal(block, Magic.Node, Address, Generation);
+        return n;
     }
 
-    /// <summary>Decodes and validates a node block; every bound is checked, so garbage gives a <see cref="CorruptionException"/>.</summary>
-    public static Node Decode(ReadOnlySpan<byte> block, ulong address)
+    /// <summary>Opens a gap of <paramref name="size"/> bytes for a new entry i; returns its offset.</summary>
+    private int OpenGap(int i, int size)
     {
+        Debug.Assert(Dirty, "editing a clean node");
+        int at = i < _count ? _offsets[i] : End;
+        if (End + size > _page.Length) throw new InvalidOperationException("node page overflow: the caller must split first");
+        _page.AsSpan(at, End - at).CopyTo(_page.AsSpan(at + size));
+        if (_count == _offsets.Length) Array.Resize(ref _offsets, _offsets.Length * 2);
+        for (int j = _count; j > i; j--) _offsets[j] = (ushort)(_offsets[j - 1] + size);
+        _offsets[i] = (ushort)at;
+        _count++;
+        PayloadBytes += size;
+        return at;
+    }
+
+    /// <summary>Closes entry i's bytes and removes it.</summary>
+    private void CloseGap(int i)
+    {
+        Debug.Assert(Dirty, "editing a clean node");
+        int at = _offsets[i], size = EntrySize(i);
+        _page.AsSpan(at + size, End - at - size).CopyTo(_page.AsSpan(at));
+        for (int j = i; j < _count - 1; j++) _offsets[j] = (ushort)(_offsets[j + 1] - size);
+        _count--;
+        PayloadBytes -= size;
+    }
+
+    public void InsertLeaf(int i, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
+    {
+        int at = OpenGap(i, LeafEntrySize(key.Length, value.Length));
+        var p = _page.AsSpan(at);
+        BinaryPrimitives.WriteUInt16LittleEndian(p, (ushort)key.Length);
+        BinaryPrimitives.WriteUInt16LittleEndian(p[2..], (ushort)value.Length);
+        key.CopyTo(p[LeafEntryOverhead..]);
+        value.CopyTo(p[(LeafEntryOverhead + key.Length)..]);
+    }
+
+    /// <summary>Replaces the value of leaf entry i.</summary>
+    public void SetValue(int i, ReadOnlySpan<byte> value)
+    {
+        var old = Value(i);
+        if (old.Length == value.Length) { value.CopyTo(_page.AsSpan(_offsets[i] + LeafEntryOverhead + Key(i).Length)); return; }
+        Span<byte> key = stackalloc byte[Layout.MaxKeySize];
+        var k = Key(i);
+        k.CopyTo(key);
+        int kl = k.Length;
+        CloseGap(i);
+        InsertLeaf(i, key[..kl], value);
+    }
+
+    public void RemoveAt(int i)
+    {
+        CloseGap(i);
+        if (ChildNodes is { } cn) cn.RemoveAt(i);
+    }
+
+    public void InsertChild(int i, ReadOnlySpan<byte> key, BlockRef child, Node? dirty)
+    {
+        int at = OpenGap(i, InternalEntrySize(key.Length));
+        var p = _page.AsSpan(at);
+        BinaryPrimitives.WriteUInt16LittleEndian(p, (ushort)key.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[2..], child.Address);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[10..], child.Generation);
+        key.CopyTo(p[InternalEntryOverhead..]);
+        ChildNodes!.Insert(i, dirty);
+    }
+
+    public void SetChildRef(int i, BlockRef child)
+    {
+        Debug.Assert(Dirty && !IsLeaf, "setting a child pointer of a clean node or a leaf");
+        var p = _page.AsSpan(_offsets[i]);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[2..], child.Address);
+        BinaryPrimitives.WriteUInt64LittleEndian(p[10..], child.Generation);
+    }
+
+    /// <summary>Replaces the key of internal entry i, keeping its child.</summary>
+    public void SetChildKey(int i, ReadOnlySpan<byte> key)
+    {
+        var r = ChildRef(i);
+        var d = ChildNodes![i];
+        Span<byte> copy = stackalloc byte[Layout.MaxKeySize];
+        key.CopyTo(copy);
+        RemoveAt(i);
+        InsertChild(i, copy[..key.Length], r, d);
+    }
+
+    /// <summary>Moves entries [from, Count) to the end of <paramref name="to"/>, an empty or smaller dirty node of the same level.</summary>
+    public void MoveTail(int from, Node to)
+    {
+        int start = from < _count ? _offsets[from] : End, bytes = End - start;
+        Append(to, from, _count, start, bytes);
+        if (ChildNodes is { } cn) cn.RemoveRange(from, _count - from);
+        _count = from;
+        PayloadBytes -= bytes;
+    }
+
+    /// <summary>Appends every entry of <paramref name="from"/> (a node of the same level) to this dirty node.</summary>
+    public void AppendAll(Node from) => from.Append(this, 0, from._count, HeaderSize, from.PayloadBytes);
+
+    private void Append(Node to, int first, int last, int start, int bytes)
+    {
+        Debug.Assert(to.Dirty && to.Level == Level, "appending to a clean node or across levels");
+        int at = to.End;
+        if (at + bytes > to._page.Length) throw new InvalidOperationException("node page overflow while moving entries");
+        _page.AsSpan(start, bytes).CopyTo(to._page.AsSpan(at));
+        int need = to._count + (last - first);
+        if (need > to._offsets.Length) Array.Resize(ref to._offsets, Math.Max(need, to._offsets.Length * 2));
+        for (int j = first; j < last; j++) to._offsets[to._count + j - first] = (ushort)(_offsets[j] - start + at);
+        if (to.ChildNodes is { } tcn)
+            for (int j = first; j < last; j++) tcn.Add(ChildNodes is { } cn ? cn[j] : null);
+        to._count = need;
+        to.PayloadBytes += bytes;
+    }
+
+    // --- encoding -------------------------------------------------------------------------
+
+    /// <summary>
+    /// Seals the node's page as its block at <see cref="Address"/> and returns it: the header is
+    /// written in place and the bytes after the entries are zeroed. Every child must be clean.
+    /// </summary>
+    public ReadOnlySpan<byte> Seal()
+    {
+        Debug.Assert(ChildNodes is null || ChildNodes.TrueForAll(c => c is null), "encoding a node with a dirty child");
+        Debug.Assert(!Overflows, "sealing an overflowing node");
+        var block = _page.AsSpan(0, Layout.BlockSize);
+        block[..HeaderSize].Clear();
+        block[24] = (byte)Kind;
+        block[25] = Level;
+        BinaryPrimitives.WriteUInt16LittleEndian(block[26..], (ushort)_count);
+        BinaryPrimitives.WriteUInt16LittleEndian(block[28..], (ushort)End);
+        block[End..].Clear();
+        BlockHeader.Seal(block, Magic.Node, Address, Generation);
+        ChildNodes = null;
+        return block;
+    }
+
+    /// <summary>
+    /// Decodes and validates a node block, taking <paramref name="page"/> (which must not be reused
+    /// by the caller) as the node's page; every bound is checked, so garbage gives a
+    /// <see cref="CorruptionException"/>.
+    /// </summary>
+    public static Node Decode(byte[] page, ulong address)
+    {
+        ReadOnlySpan<byte> block = page.AsSpan(0, Layout.BlockSize);
         ulong gen = BlockHeader.Verify(block, Magic.Node, address, "tree node");
         byte kind = block[24];
         byte level = block[25];
@@ -144,41 +322,51 @@ internal sealed class Node
         if (!ValueReferences.IsKnown(kind)) throw new CorruptionException(address, "tree node kind", "a known kind", kind.ToString());
         if (level >= Layout.MaxTreeDepth) throw new CorruptionException(address, "tree node level", $"< {Layout.MaxTreeDepth}", level.ToString());
         if (end < HeaderSize || end > Layout.BlockSize) throw new CorruptionException(address, "tree node payload end", $"{HeaderSize}..{Layout.BlockSize}", end.ToString());
-        var n = new Node((TreeKind)kind, level, count) { Address = address, Generation = gen };
-        int p = HeaderSize;
+        int overhead = level == 0 ? LeafEntryOverhead : InternalEntryOverhead;
+        if (count > (end - HeaderSize) / overhead) throw new CorruptionException(address, "tree node entry count", $"<= {(end - HeaderSize) / overhead}", count.ToString());
+        var offsets = new ushort[count];
+        int p = HeaderSize, prevKey = -1, prevLen = 0;
         for (int i = 0; i < count; i++)
         {
-            int overhead = level == 0 ? LeafEntryOverhead : InternalEntryOverhead;
             if (p + overhead > end) throw new CorruptionException(address, $"entry {i} header", $"within {end}", $"at {p}");
+            offsets[i] = (ushort)p;
             int kl = BinaryPrimitives.ReadUInt16LittleEndian(block[p..]);
             if (kl > Layout.MaxKeySize) throw new CorruptionException(address, $"entry {i} key length", $"<= {Layout.MaxKeySize}", kl.ToString());
-            byte[] key;
+            int keyAt;
             if (level == 0)
             {
                 int vl = BinaryPrimitives.ReadUInt16LittleEndian(block[(p + 2)..]);
                 if (vl > Layout.MaxValueSize) throw new CorruptionException(address, $"entry {i} value length", $"<= {Layout.MaxValueSize}", vl.ToString());
-                p += 4;
-                if (p + kl + vl > end) throw new CorruptionException(address, $"entry {i} data", $"within {end}", $"to {p + kl + vl}");
-                key = block.Slice(p, kl).ToArray(); p += kl;
-                n.Values!.Add(block.Slice(p, vl).ToArray()); p += vl;
+                keyAt = p + LeafEntryOverhead;
+                if (keyAt + kl + vl > end) throw new CorruptionException(address, $"entry {i} data", $"within {end}", $"to {keyAt + kl + vl}");
+                p = keyAt + kl + vl;
             }
             else
             {
-                var child = new BlockRef(BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 2)..]), BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 10)..]));
-                if (child.Generation > gen) throw new CorruptionException(address, $"entry {i} child generation", $"<= {gen}", child.Generation.ToString());
-                p += 18;
-                if (p + kl > end) throw new CorruptionException(address, $"entry {i} key", $"within {end}", $"to {p + kl}");
-                key = block.Slice(p, kl).ToArray(); p += kl;
-                n.Children!.Add(child);
-                n.ChildNodes!.Add(null);
+                ulong childGen = BinaryPrimitives.ReadUInt64LittleEndian(block[(p + 10)..]);
+                if (childGen > gen) throw new CorruptionException(address, $"entry {i} child generation", $"<= {gen}", childGen.ToString());
+                keyAt = p + InternalEntryOverhead;
+                if (keyAt + kl > end) throw new CorruptionException(address, $"entry {i} key", $"within {end}", $"to {keyAt + kl}");
+                p = keyAt + kl;
             }
-            if (i > (level == 0 ? 0 : 1) && n.Keys[i - 1].AsSpan().SequenceCompareTo(key) >= 0)
+            if (i > (level == 0 ? 0 : 1) && block.Slice(prevKey, prevLen).SequenceCompareTo(block.Slice(keyAt, kl)) >= 0)
                 throw new CorruptionException(address, $"key order at entry {i}", "strictly ascending keys", "a key not above its predecessor");
-            n.Keys.Add(key);
+            prevKey = keyAt;
+            prevLen = kl;
         }
         if (p != end) throw new CorruptionException(address, "tree node payload end", end.ToString(), p.ToString());
         if (level > 0 && count == 0) throw new CorruptionException(address, "internal node child count", ">= 1", "0");
-        n.PayloadBytes = p - HeaderSize;
-        return n;
+        return new Node((TreeKind)kind, level, page, offsets) { Address = address, Generation = gen, PayloadBytes = p - HeaderSize, _count = count };
     }
+
+    /// <summary>Decodes a copy of <paramref name="block"/> (for callers that keep their buffer).</summary>
+    public static Node Decode(ReadOnlySpan<byte> block, ulong address)
+    {
+        var page = NewBlockPage();
+        block[..Layout.BlockSize].CopyTo(page);
+        return Decode(page, address);
+    }
+
+    /// <summary>A fresh page for <see cref="Decode(byte[], ulong)"/>.</summary>
+    public static byte[] NewBlockPage() => NewPage(Layout.BlockSize);
 }

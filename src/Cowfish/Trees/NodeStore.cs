@@ -25,8 +25,6 @@ internal sealed class NodeStore
     // Entries in _cache, kept by hand: ConcurrentDictionary.Count takes every lock of the table.
     private long _count;
 
-    [ThreadStatic] private static byte[]? t_buffer;
-
     public NodeStore(IBlockDevice device, int cacheNodes)
     {
         _device = device;
@@ -49,8 +47,6 @@ internal sealed class NodeStore
     }
     public long Reads => Interlocked.Read(ref _reads);
 
-    private static byte[] Buffer => t_buffer ??= GC.AllocateUninitializedArray<byte>(Layout.BlockSize, pinned: true);
-
     /// <summary>Reads a node, validating its checksum, address and layout.</summary>
     public Node Read(ulong address)
     {
@@ -60,9 +56,9 @@ internal sealed class NodeStore
             e.Referenced = true;
             return e.Node;
         }
-        var buf = Buffer;
-        ReadBlock(address, buf);
-        var node = Node.Decode(buf, address);
+        var page = Node.NewBlockPage();
+        ReadBlock(address, page);
+        var node = Node.Decode(page, address);
         Insert(address, node);
         return node;
     }
@@ -71,9 +67,9 @@ internal sealed class NodeStore
     public Node ReadUncached(ulong address)
     {
         if (_cache.TryGetValue(address, out var e)) return e.Node;
-        var buf = Buffer;
-        ReadBlock(address, buf);
-        return Node.Decode(buf, address);
+        var page = GC.AllocateUninitializedArray<byte>(Layout.BlockSize);
+        ReadBlock(address, page);
+        return Node.Decode(page, address);
     }
 
     public void ReadBlock(ulong address, Span<byte> block)
@@ -87,9 +83,7 @@ internal sealed class NodeStore
     public void Write(Node node)
     {
         System.Diagnostics.Debug.Assert(!node.Dirty && node.Address >= Layout.FirstDataBlock, "writing a dirty or unplaced node");
-        var buf = Buffer;
-        node.Encode(buf);
-        DeviceWrite(node.Address, buf);
+        DeviceWrite(node.Address, node.Seal());
         Insert(node.Address, node);
     }
 

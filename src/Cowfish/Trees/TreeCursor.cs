@@ -14,8 +14,14 @@ internal sealed class TreeCursor
 
     public bool Valid { get; private set; }
 
-    public byte[] Key { get { CheckValid(); var (n, i) = _path[^1]; return n.Keys[i]; } }
-    public byte[] Value { get { CheckValid(); var (n, i) = _path[^1]; return n.Values![i]; } }
+    /// <summary>A copy of the current key.</summary>
+    public byte[] Key => KeySpan.ToArray();
+    /// <summary>A copy of the current value.</summary>
+    public byte[] Value => ValueSpan.ToArray();
+    /// <summary>The current key, in place on its page (valid while the cursor holds the node).</summary>
+    public ReadOnlySpan<byte> KeySpan { get { CheckValid(); var (n, i) = _path[^1]; return n.Key(i); } }
+    /// <summary>The current value, in place on its page.</summary>
+    public ReadOnlySpan<byte> ValueSpan { get { CheckValid(); var (n, i) = _path[^1]; return n.Value(i); } }
 
     public void First() => Edge(last: false);
     public void Last() => Edge(last: true);

@@ -26,7 +26,7 @@ internal static class TreeDiff
         public bool HeadIsEntry => Top.IsLeaf;
 
         /// <summary>Address of the head subtree, or 0 when it is dirty (never equal to anything).</summary>
-        public ulong HeadAddress => Top.ChildNodes?[Index] is not null ? 0 : Top.Children![Index].Address;
+        public ulong HeadAddress => Top.ChildNodes?[Index] is not null ? 0 : Top.ChildRef(Index).Address;
         public int HeadLevel => Top.Level - 1;
 
         public void Skip()
@@ -73,27 +73,29 @@ internal static class TreeDiff
             if (bSub) { b.Expand(); continue; }
             if (b.Done)
             {
-                yield return new TreeChange(a.Top.Keys[a.Index], a.Top.Values![a.Index], null);
+                yield return new TreeChange(a.Top.KeyArray(a.Index), a.Top.ValueArray(a.Index), null);
                 a.Skip();
                 continue;
             }
             if (a.Done)
             {
-                yield return new TreeChange(b.Top.Keys[b.Index], null, b.Top.Values![b.Index]);
+                yield return new TreeChange(b.Top.KeyArray(b.Index), null, b.Top.ValueArray(b.Index));
                 b.Skip();
                 continue;
             }
-            byte[] ka = a.Top.Keys[a.Index], kb = b.Top.Keys[b.Index];
-            int c = ka.AsSpan().SequenceCompareTo(kb);
-            if (c < 0) { yield return new TreeChange(ka, a.Top.Values![a.Index], null); a.Skip(); }
-            else if (c > 0) { yield return new TreeChange(kb, null, b.Top.Values![b.Index]); b.Skip(); }
+            int c = Compare(a, b);
+            if (c < 0) { yield return new TreeChange(a.Top.KeyArray(a.Index), a.Top.ValueArray(a.Index), null); a.Skip(); }
+            else if (c > 0) { yield return new TreeChange(b.Top.KeyArray(b.Index), null, b.Top.ValueArray(b.Index)); b.Skip(); }
             else
             {
-                byte[] va = a.Top.Values![a.Index], vb = b.Top.Values![b.Index];
-                if (!va.AsSpan().SequenceEqual(vb)) yield return new TreeChange(ka, va, vb);
+                if (!SameValue(a, b)) yield return new TreeChange(a.Top.KeyArray(a.Index), a.Top.ValueArray(a.Index), b.Top.ValueArray(b.Index));
                 a.Skip();
                 b.Skip();
             }
         }
-    }
+        }
+
+    // Spans cannot live across a yield: the comparisons are done in these helpers.
+    private static int Compare(Side a, Side b) => a.Top.Key(a.Index).SequenceCompareTo(b.Top.Key(b.Index));
+    private static bool SameValue(Side a, Side b) => a.Top.Value(a.Index).SequenceEqual(b.Top.Value(b.Index));
 }

@@ -2,6 +2,9 @@ using Cowfish.Format;
 
 namespace Cowfish.Trees;
 
+/// <summary>Reads a value in place: the span lives on a node's page and is valid only during the call.</summary>
+internal delegate TResult ValueReader<TState, TResult>(ReadOnlySpan<byte> value, TState state);
+
 /// <summary>Read access to one tree: point lookups and cursors. Also the base of <see cref="TreeWriter"/>.</summary>
 internal class TreeReader
 {
@@ -44,7 +47,7 @@ internal class TreeReader
     internal Node Child(Node parent, int i)
     {
         if (parent.ChildNodes is { } cn && cn[i] is { } dirty) return dirty;
-        var r = parent.Children![i];
+        var r = parent.ChildRef(i);
         ulong addr = r.Address;
         var n = Load(addr);
         if (n.Generation != r.Generation) throw new CorruptionException(addr, "tree node generation", r.Generation.ToString(), n.Generation.ToString());
@@ -58,7 +61,20 @@ internal class TreeReader
         var n = Root();
         while (!n.IsLeaf) n = Child(n, n.ChildFor(key));
         int i = n.LowerBound(key, out bool found);
-        value = found ? n.Values![i] : Array.Empty<byte>();
+        value = found ? n.ValueArray(i) : Array.Empty<byte>();
+        return found;
+    }
+
+    /// <summary>
+    /// Looks a key up and hands its value, in place on its page, to <paramref name="read"/>: no copy
+    /// is made. The span is valid only during the call.
+    /// </summary>
+    public bool TryRead<TState, TResult>(ReadOnlySpan<byte> key, TState state, ValueReader<TState, TResult> read, out TResult result)
+    {
+        var n = Root();
+        while (!n.IsLeaf) n = Child(n, n.ChildFor(key));
+        int i = n.LowerBound(key, out bool found);
+        result = found ? read(n.Value(i), state) : default!;
         return found;
     }
 

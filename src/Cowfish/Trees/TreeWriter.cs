@@ -31,7 +31,7 @@ internal sealed class TreeWriter : TreeReader
     public static TreeWriter CreateEmpty(ITreeSpace space, TreeKind kind)
     {
         var w = new TreeWriter(space, BlockRef.None, kind);
-        w.DirtyRoot = new Node(kind, 0) { Dirty = true, Generation = space.Generation };
+        w.DirtyRoot = Node.NewDirty(kind, 0, space.Generation);
         return w;
     }
 
@@ -51,22 +51,15 @@ internal sealed class TreeWriter : TreeReader
         if (key.Length > Layout.MaxKeySize) throw new InvalidRequestException($"key of {key.Length} bytes is over the limit of {Layout.MaxKeySize}");
         if (value.Length > Layout.MaxValueSize) throw new InvalidRequestException($"value of {value.Length} bytes is over the limit of {Layout.MaxValueSize}");
         Version++;
-        var path = new List<(Node Node, int Index)>(8);
+        var path = RentPath();
         var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         if (found)
         {
-            var values = n.Values!;
-            if (releaseReplaced) ReleaseValue(key, values[i]);
-            n.PayloadBytes += value.Length - values[i].Length;
-            values[i] = value;
+            if (releaseReplaced) ReleaseValue(key, n.Value(i));
+            n.SetValue(i, value);
         }
-        else
-        {
-            n.Keys.Insert(i, key);
-            n.Values!.Insert(i, value);
-            n.PayloadBytes += Node.LeafEntrySize(key, value);
-        }
+        else n.InsertLeaf(i, key, value);
         SplitUp(n, path);
     }
 
@@ -75,15 +68,12 @@ internal sealed class TreeWriter : TreeReader
     {
         if (!TryGet(key, out _)) return false;
         Version++;
-        var path = new List<(Node Node, int Index)>(8);
+        var path = RentPath();
         var n = DescendWritable(key, path);
         int i = n.LowerBound(key, out bool found);
         Debug.Assert(found, "key vanished between lookup and delete");
-        var values = n.Values!;
-        if (releaseRemoved) ReleaseValue(n.Keys[i], values[i]);
-        n.PayloadBytes -= Node.LeafEntrySize(n.Keys[i], values[i]);
-        n.Keys.RemoveAt(i);
-        values.RemoveAt(i);
+        if (releaseRemoved) ReleaseValue(n.Key(i), n.Value(i));
+        n.RemoveAt(i);
         Rebalance(n, path);
         return true;
     }
@@ -108,7 +98,7 @@ internal sealed class TreeWriter : TreeReader
             {
                 if (n.ChildNodes![i] is { } c)
                 {
-                    n.Children![i] = SpillNode(c);
+                    n.SetChildRef(i, SpillNode(c));
                     n.ChildNodes[i] = null;
                 }
             }
@@ -159,7 +149,7 @@ internal sealed class TreeWriter : TreeReader
         if (clean.Address >= limit) return true;
         if (clean.IsLeaf) return false;
         for (int i = 0; i < clean.Count; i++)
-            if (clean.Children![i].Address >= limit || Reaches(Child(clean, i), limit)) return true;
+            if (clean.ChildRef(i).Address >= limit || Reaches(Child(clean, i), limit)) return true;
         return false;
     }
 
@@ -205,9 +195,9 @@ internal sealed class TreeWriter : TreeReader
         {
             // Shared: the copy becomes one more parent of everything the node points to.
             copy.Address = 0;
-            if (!copy.IsLeaf) foreach (var c in copy.Children!) _space.AddRef(c.Address, 1);
+            if (!copy.IsLeaf) for (int i = 0; i < copy.Count; i++) _space.AddRef(copy.ChildRef(i).Address, 1);
             else if (_refs is not null)
-                for (int i = 0; i < copy.Count; i++) foreach (var r in CollectRefs(copy.Keys[i], copy.Values![i])) _space.AddRef(r.Address, r.Blocks);
+                for (int i = 0; i < copy.Count; i++) foreach (var r in CollectRefs(copy.Key(i), copy.Value(i))) _space.AddRef(r.Address, r.Blocks);
             _space.Release(addr, 1);
         }
         else if (clean.Generation == _space.Generation)
@@ -222,21 +212,33 @@ internal sealed class TreeWriter : TreeReader
         return copy;
     }
 
-    private List<ValueRef> CollectRefs(byte[] key, byte[] value)
+    private List<ValueRef> CollectRefs(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
         _scratch.Clear();
         _refs!.Collect(key, value, _scratch);
         return _scratch;
     }
 
-    private void ReleaseValue(byte[] key, byte[] value)
+    private void ReleaseValue(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value)
     {
         if (_refs is null) return;
-        foreach (var r in CollectRefs(key, value).ToArray())
+        var refs = CollectRefs(key, value);
+        // Releasing a subtree may open other trees that reuse the scratch list: take a copy first.
+        if (refs.Count == 0) return;
+        foreach (var r in refs.ToArray())
         {
             if (r.IsSubtree) _space.ReleaseSubtree(r.Subtree);
             else _space.Release(r.Address, r.Blocks);
         }
+    }
+
+    // One path list per writer: a writer is used by one thread at a time, and Put and Delete do not nest.
+    private readonly List<(Node Node, int Index)> _path = new(8);
+
+    private List<(Node Node, int Index)> RentPath()
+    {
+        _path.Clear();
+        return _path;
     }
 
     /// <summary>A dirty node leaves the tree: give back the block it was placed at, if any.</summary>
@@ -254,26 +256,18 @@ internal sealed class TreeWriter : TreeReader
             var right = SplitOff(n);
             if (path.Count == 0)
             {
-                var root = new Node(Kind, (byte)(n.Level + 1)) { Dirty = true, Generation = _space.Generation };
-                AddChild(root, 0, Array.Empty<byte>(), n); // Keys[0] of an internal node is never compared
-                AddChild(root, 1, right.Keys[0], right);
+                var root = Node.NewDirty(Kind, (byte)(n.Level + 1), _space.Generation);
+                root.InsertChild(0, ReadOnlySpan<byte>.Empty, BlockRef.None, n); // Key(0) of an internal node is never compared
+                root.InsertChild(1, right.Key(0), BlockRef.None, right);
                 DirtyRoot = root;
                 n = root;
                 continue;
             }
             var (parent, idx) = path[^1];
             path.RemoveAt(path.Count - 1);
-            AddChild(parent, idx + 1, right.Keys[0], right);
+            parent.InsertChild(idx + 1, right.Key(0), BlockRef.None, right);
             n = parent;
         }
-    }
-
-    private static void AddChild(Node parent, int at, byte[] key, Node child)
-    {
-        parent.Keys.Insert(at, key);
-        parent.Children!.Insert(at, BlockRef.None);
-        parent.ChildNodes!.Insert(at, child);
-        parent.PayloadBytes += Node.InternalEntrySize(key);
     }
 
     /// <summary>Moves the upper part of an overflowing node into a new right sibling, splitting where the larger half is smallest.</summary>
@@ -282,35 +276,15 @@ internal sealed class TreeWriter : TreeReader
         int total = n.PayloadBytes, best = 1, bestMax = int.MaxValue, left = 0;
         for (int s = 1; s < n.Count; s++)
         {
-            left += EntrySize(n, s - 1);
+            left += n.EntrySize(s - 1);
             int m = Math.Max(left, total - left);
             if (m < bestMax) { bestMax = m; best = s; }
         }
-        var right = new Node(Kind, n.Level, n.Count - best + 4) { Dirty = true, Generation = _space.Generation };
-        int moved = 0;
-        for (int i = best; i < n.Count; i++) moved += EntrySize(n, i);
-        right.Keys.AddRange(n.Keys.Skip(best));
-        n.Keys.RemoveRange(best, n.Count - best);
-        if (n.IsLeaf)
-        {
-            right.Values!.AddRange(n.Values!.Skip(best));
-            n.Values!.RemoveRange(best, n.Values.Count - best);
-        }
-        else
-        {
-            right.Children!.AddRange(n.Children!.Skip(best));
-            right.ChildNodes!.AddRange(n.ChildNodes!.Skip(best));
-            n.Children!.RemoveRange(best, n.Children.Count - best);
-            n.ChildNodes!.RemoveRange(best, n.ChildNodes.Count - best);
-        }
-        right.PayloadBytes = moved;
-        n.PayloadBytes -= moved;
+        var right = Node.NewDirty(Kind, n.Level, _space.Generation);
+        n.MoveTail(best, right);
         Debug.Assert(!n.Overflows && !right.Overflows, "split left an overflowing half");
         return right;
     }
-
-    private static int EntrySize(Node n, int i) =>
-        n.IsLeaf ? Node.LeafEntrySize(n.Keys[i], n.Values![i]) : Node.InternalEntrySize(n.Keys[i]);
 
     private void Rebalance(Node n, List<(Node Node, int Index)> path)
     {
@@ -320,7 +294,7 @@ internal sealed class TreeWriter : TreeReader
             path.RemoveAt(path.Count - 1);
             if (n.Count == 0)
             {
-                RemoveChild(parent, idx);
+                parent.RemoveAt(idx);
                 Discard(n);
             }
             else if (n.PayloadBytes < Node.Capacity / 4 && parent.Count > 1)
@@ -329,29 +303,18 @@ internal sealed class TreeWriter : TreeReader
                 var l = WritableChild(parent, li);
                 var r = WritableChild(parent, li + 1);
                 // The right node's first key becomes the parent's separator, its true lower bound.
-                byte[] rFirst = parent.Keys[li + 1];
-                int extra = r.IsLeaf ? 0 : rFirst.Length - r.Keys[0].Length;
+                var rFirst = parent.Key(li + 1);
+                int extra = r.IsLeaf ? 0 : rFirst.Length - r.Key(0).Length;
                 if (l.PayloadBytes + r.PayloadBytes + extra > Node.Capacity) break;
-                if (!r.IsLeaf) r.Keys[0] = rFirst;
-                l.Keys.AddRange(r.Keys);
-                if (l.IsLeaf) l.Values!.AddRange(r.Values!);
-                else { l.Children!.AddRange(r.Children!); l.ChildNodes!.AddRange(r.ChildNodes!); }
-                l.PayloadBytes += r.PayloadBytes + extra;
-                RemoveChild(parent, li + 1);
+                if (!r.IsLeaf) r.SetChildKey(0, rFirst);
+                l.AppendAll(r);
+                parent.RemoveAt(li + 1);
                 Discard(r);
             }
             else break;
             n = parent;
         }
         CollapseRoot();
-    }
-
-    private static void RemoveChild(Node parent, int i)
-    {
-        parent.PayloadBytes -= Node.InternalEntrySize(parent.Keys[i]);
-        parent.Keys.RemoveAt(i);
-        parent.Children!.RemoveAt(i);
-        parent.ChildNodes!.RemoveAt(i);
     }
 
     private void CollapseRoot()
@@ -361,12 +324,12 @@ internal sealed class TreeWriter : TreeReader
             if (root.Count == 0)
             {
                 Discard(root);
-                DirtyRoot = new Node(Kind, 0) { Dirty = true, Generation = _space.Generation };
+                DirtyRoot = Node.NewDirty(Kind, 0, _space.Generation);
                 return;
             }
             // The old root's reference to its only child passes to the tree itself.
             var only = root.ChildNodes![0];
-            var onlyRef = root.Children![0];
+            var onlyRef = root.ChildRef(0);
             Discard(root);
             if (only is not null) DirtyRoot = only;
             else { DirtyRoot = null; RootRef = onlyRef; Version++; return; }
