@@ -43,7 +43,7 @@ public sealed class FormatTests
     [Fact]
     public void NodesRoundTripAndEveryBoundIsChecked()
     {
-        var n = Node.NewDirty(TreeKind.Plain, 0, 3);
+        var n = Node.NewDirty(new PagePool(64), TreeKind.Plain, 0, 3);
         n.Address = 77;
         int payload = 0;
         for (int i = 0; i < 10; i++)

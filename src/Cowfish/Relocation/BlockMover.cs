@@ -265,7 +265,7 @@ internal sealed class BlockMover
             return r;
         }
 
-        var copy = Node.NewDirty(node.Kind, node.Level, _generation);
+        var copy = Node.NewDirty(_pool.Store.Pages, node.Kind, node.Level, _generation);
         for (int i = 0; i < node.Count; i++)
         {
             if (node.IsLeaf) copy.InsertLeaf(i, node.Key(i), values?[i] ?? node.Value(i));

@@ -77,7 +77,9 @@ internal static class PoolLoader
         var pool = new Pool(device, ownsDevice, options, sb, best, map);
         try
         {
-            SpaceMapStore.Load(map, pool.Store, sb.SpaceMapRoot);
+            long epoch = pool.Store.Pages.Enter();
+            try { SpaceMapStore.Load(map, pool.Store, sb.SpaceMapRoot); }
+            finally { pool.Store.Pages.Exit(epoch); }
             return pool;
         }
         catch

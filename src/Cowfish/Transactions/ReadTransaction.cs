@@ -13,11 +13,14 @@ public sealed class ReadTransaction : IDisposable
     private readonly Pool _pool;
     private readonly TreeReader _catalog;
     private bool _disposed;
+    // The node-page epoch this reader holds: no node it can reach has its page reused before it ends.
+    private readonly long _epoch;
 
     internal ReadTransaction(Pool pool, Superblock state)
     {
         _pool = pool;
         State = state;
+        _epoch = pool.Store.Pages.Enter();
         _catalog = new TreeReader(pool.Store, state.CatalogRoot, TreeKind.Catalog);
     }
 
@@ -80,6 +83,7 @@ public sealed class ReadTransaction : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        _pool.Store.Pages.Exit(_epoch);
         _pool.Unpin(State.Generation);
     }
 }

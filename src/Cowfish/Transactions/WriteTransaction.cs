@@ -22,6 +22,8 @@ public sealed class WriteTransaction : IDisposable
     private readonly Dictionary<ulong, BlockRef> _recorded = new();
     private ulong _nextTreeId, _nextDropSeq;
     private bool _done;
+    // The node-page epoch the writer holds until it finishes (see PagePool).
+    private readonly long _epoch;
     // Relocation: at commit, move every bookkeeping block at or above this (0 = none), and
     // shrink the pool to _shrinkTo blocks (0 = keep its size).
     private ulong _relocateFrom, _shrinkTo;
@@ -31,6 +33,7 @@ public sealed class WriteTransaction : IDisposable
         _pool = pool;
         _base = baseState;
         _gen = generation;
+        _epoch = pool.Store.Pages.Enter();
         _private = new PrivateSpace(pool.Space, pool.Store, generation);
         _shared = new SharedSpace(pool.Space, pool.Store, generation, baseState.RefCountRoot, QueueDrop);
         _catalog = baseState.CatalogRoot.IsNone
@@ -291,6 +294,7 @@ public sealed class WriteTransaction : IDisposable
     private void Finish()
     {
         _done = true;
+        _pool.Store.Pages.Exit(_epoch);
         _pool.EndWrite();
     }
 

@@ -19,10 +19,10 @@ namespace Cowfish.Trees;
 /// child: for i &gt; 0, Key(i) is a lower bound of every key under child i and the keys from 1 on
 /// ascend strictly; Key(0) carries no meaning (child 0 takes every key below Key(1)) and is never
 /// compared. Leaves hold sorted, unique keys.
-/// Pages live on the pinned object heap: the collector never copies them, however long the cache
-/// keeps them, and they hold no references for it to trace. A node's page never changes owner, so
-/// a reader that holds a node (a cursor, a diff) keeps reading the same bytes across eviction and
-/// commits: the page goes away with the last reference to its node.
+/// Pages come from a <see cref="PagePool"/>: pinned arrays that the collector never copies or
+/// traces, recycled only once no reader can hold the node that used them (epoch-based
+/// reclamation), so a reader that holds a node (a cursor, a diff) keeps reading the same bytes
+/// across eviction and commits for as long as its transaction lives.
 /// </remarks>
 internal sealed class Node
 {
@@ -31,11 +31,6 @@ internal sealed class Node
     public const int InternalEntryOverhead = 18; // u16 key length, u64 child address, u64 child generation
     public const int Capacity = Layout.BlockSize - HeaderSize;
 
-    /// <summary>
-    /// A dirty page has room for a full node plus the largest entry, so that an insert may overflow
-    /// before the split that follows it.
-    /// </summary>
-    private const int DirtyPageSize = Layout.BlockSize + LeafEntryOverhead + Layout.MaxKeySize + Layout.MaxValueSize;
 
     public ulong Address;
     public ulong Generation;
@@ -60,14 +55,15 @@ internal sealed class Node
     }
 
     /// <summary>An empty dirty node.</summary>
-    public static Node NewDirty(TreeKind kind, byte level, ulong generation)
+    public static Node NewDirty(PagePool pages, TreeKind kind, byte level, ulong generation)
     {
-        var n = new Node(kind, level, NewPage(DirtyPageSize), new ushort[16]) { Dirty = true, Generation = generation };
+        var n = new Node(kind, level, pages.Rent(), new ushort[16]) { Dirty = true, Generation = generation };
         if (level > 0) n.ChildNodes = new List<Node?>(16);
         return n;
     }
 
-    private static byte[] NewPage(int size) => GC.AllocateUninitializedArray<byte>(size, pinned: true);
+    /// <summary>Hands the page back to <paramref name="pages"/>: the node must not be used again by anyone who reaches it from now on.</summary>
+    public void Retire(PagePool pages) => pages.Retire(_page);
 
     public bool IsLeaf => Level == 0;
     public int Count => _count;
@@ -155,9 +151,9 @@ internal sealed class Node
     // --- editing a dirty node ----------------------------------------------------------------
 
     /// <summary>A dirty copy of this node's entries (the address is left for the caller to decide).</summary>
-    public Node CloneDirty()
+    public Node CloneDirty(PagePool pages)
     {
-        var n = new Node(Kind, Level, NewPage(DirtyPageSize), new ushort[Math.Max(16, _count + 8)])
+        var n = new Node(Kind, Level, pages.Rent(), new ushort[Math.Max(16, _count + 8)])
         {
             Generation = Generation, Dirty = true, PayloadBytes = PayloadBytes, _count = _count,
         };
@@ -360,13 +356,5 @@ internal sealed class Node
     }
 
     /// <summary>Decodes a copy of <paramref name="block"/> (for callers that keep their buffer).</summary>
-    public static Node Decode(ReadOnlySpan<byte> block, ulong address)
-    {
-        var page = NewBlockPage();
-        block[..Layout.BlockSize].CopyTo(page);
-        return Decode(page, address);
-    }
-
-    /// <summary>A fresh page for <see cref="Decode(byte[], ulong)"/>.</summary>
-    public static byte[] NewBlockPage() => NewPage(Layout.BlockSize);
+    public static Node Decode(ReadOnlySpan<byte> block, ulong address) => Decode(block[..Layout.BlockSize].ToArray(), address);
 }

@@ -29,7 +29,11 @@ internal sealed class NodeStore
     {
         _device = device;
         _capacity = Math.Max(64, cacheNodes);
+        Pages = new PagePool(_capacity / 4);
     }
+
+    /// <summary>The pages of every node this store reads or a writer builds.</summary>
+    public PagePool Pages { get; }
 
     public IBlockDevice Device => _device;
 
@@ -56,9 +60,18 @@ internal sealed class NodeStore
             e.Referenced = true;
             return e.Node;
         }
-        var page = Node.NewBlockPage();
-        ReadBlock(address, page);
-        var node = Node.Decode(page, address);
+        var page = Pages.Rent();
+        Node node;
+        try
+        {
+            ReadBlock(address, page);
+            node = Node.Decode(page, address);
+        }
+        catch
+        {
+            Pages.Retire(page);
+            throw;
+        }
         Insert(address, node);
         return node;
     }
@@ -96,20 +109,32 @@ internal sealed class NodeStore
 
     public void Forget(ulong address)
     {
-        if (_cache.TryRemove(address, out _)) Interlocked.Decrement(ref _count);
+        if (_cache.TryRemove(address, out var gone))
+        {
+            Interlocked.Decrement(ref _count);
+            gone.Node.Retire(Pages);
+        }
     }
 
     public void Clear()
     {
-        _cache.Clear();
-        Interlocked.Exchange(ref _count, 0);
+        foreach (var address in _cache.Keys) Forget(address);
     }
 
     private void Insert(ulong address, Node node)
     {
         var e = new Entry(node);
-        if (_cache.TryAdd(address, e)) Interlocked.Increment(ref _count);
-        else _cache[address] = e;
+        while (true)
+        {
+            if (_cache.TryAdd(address, e)) { Interlocked.Increment(ref _count); break; }
+            // A node replaced at its address (rewritten in place, or read twice by racing readers):
+            // the one that loses its place is retired, unless it is the same node.
+            if (_cache.TryGetValue(address, out var old) && _cache.TryUpdate(address, e, old))
+            {
+                if (!ReferenceEquals(old.Node, node)) old.Node.Retire(Pages);
+                break;
+            }
+        }
         if (Interlocked.Read(ref _count) > _capacity) Sweep();
     }
 

@@ -31,7 +31,7 @@ internal sealed class TreeWriter : TreeReader
     public static TreeWriter CreateEmpty(ITreeSpace space, TreeKind kind)
     {
         var w = new TreeWriter(space, BlockRef.None, kind);
-        w.DirtyRoot = Node.NewDirty(kind, 0, space.Generation);
+        w.DirtyRoot = Node.NewDirty(space.Store.Pages, kind, 0, space.Generation);
         return w;
     }
 
@@ -189,7 +189,7 @@ internal sealed class TreeWriter : TreeReader
     {
         ulong addr = clean.Address;
         uint rc = _space.RefCount(addr);
-        var copy = clean.CloneDirty();
+        var copy = clean.CloneDirty(Store.Pages);
         copy.Generation = _space.Generation;
         if (rc > 1)
         {
@@ -245,6 +245,7 @@ internal sealed class TreeWriter : TreeReader
     private void Discard(Node n)
     {
         if (n.Address != 0) _space.Release(n.Address, 1);
+        n.Retire(Store.Pages);
     }
 
     // --- structure ------------------------------------------------------------------------
@@ -256,7 +257,7 @@ internal sealed class TreeWriter : TreeReader
             var right = SplitOff(n);
             if (path.Count == 0)
             {
-                var root = Node.NewDirty(Kind, (byte)(n.Level + 1), _space.Generation);
+                var root = Node.NewDirty(Store.Pages, Kind, (byte)(n.Level + 1), _space.Generation);
                 root.InsertChild(0, ReadOnlySpan<byte>.Empty, BlockRef.None, n); // Key(0) of an internal node is never compared
                 root.InsertChild(1, right.Key(0), BlockRef.None, right);
                 DirtyRoot = root;
@@ -280,7 +281,7 @@ internal sealed class TreeWriter : TreeReader
             int m = Math.Max(left, total - left);
             if (m < bestMax) { bestMax = m; best = s; }
         }
-        var right = Node.NewDirty(Kind, n.Level, _space.Generation);
+        var right = Node.NewDirty(Store.Pages, Kind, n.Level, _space.Generation);
         n.MoveTail(best, right);
         Debug.Assert(!n.Overflows && !right.Overflows, "split left an overflowing half");
         return right;
@@ -324,7 +325,7 @@ internal sealed class TreeWriter : TreeReader
             if (root.Count == 0)
             {
                 Discard(root);
-                DirtyRoot = Node.NewDirty(Kind, 0, _space.Generation);
+                DirtyRoot = Node.NewDirty(Store.Pages, Kind, 0, _space.Generation);
                 return;
             }
             // The old root's reference to its only child passes to the tree itself.
