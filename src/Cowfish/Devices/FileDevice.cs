@@ -70,10 +70,30 @@ public sealed class FileDevice : IBlockDevice
         {
             throw new DeviceIOException($"write of {buffer.Length} bytes at offset {offset} of {_path} failed: {e.Message}", e);
         }
-        long end = offset + buffer.Length;
+        Wrote(offset, buffer.Length);
+    }
+
+    public void WriteGather(long offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    {
+        long bytes = 0;
+        foreach (var b in buffers) bytes += b.Length;
+        try
+        {
+            RandomAccess.Write(_handle, buffers, offset);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new DeviceIOException($"write of {bytes} bytes at offset {offset} of {_path} failed: {e.Message}", e);
+        }
+        Wrote(offset, bytes);
+    }
+
+    private void Wrote(long offset, long bytes)
+    {
+        long end = offset + bytes;
         long cur;
         while (end > (cur = Interlocked.Read(ref _length)) && Interlocked.CompareExchange(ref _length, end, cur) != cur) { }
-        if (Interlocked.Add(ref _unsynced, buffer.Length) >= WritebackBytes) StartWriteback();
+        if (Interlocked.Add(ref _unsynced, bytes) >= WritebackBytes && Interlocked.Exchange(ref _unsynced, 0) >= WritebackBytes) StartWriteback();
     }
 
     /// <summary>Bytes written after which the device asks the kernel to start writing them back.</summary>
@@ -87,10 +107,46 @@ public sealed class FileDevice : IBlockDevice
     /// databases do every few megabytes. Otherwise the page cache gathers gigabytes, and the next
     /// fdatasync writes them all while it holds the file system journal, which stalls every
     /// concurrent write (each one updates the file's mtime through that journal) for its length.
+    /// The call itself can block for tens of milliseconds when the device queue is full, so it runs
+    /// on a thread of its own and never inside a writer's I/O.
     /// </summary>
     private void StartWriteback()
     {
-        Interlocked.Exchange(ref _unsynced, 0);
+        lock (_writebackGate)
+        {
+            if (_closed) return;
+            _writebackWanted = true;
+            if (_writeback is null)
+            {
+                _writeback = new Thread(WritebackLoop) { IsBackground = true, Name = "cowfish-writeback" };
+                _writeback.Start();
+            }
+            else Monitor.Pulse(_writebackGate);
+        }
+    }
+
+    // Guards _writebackWanted, _writeback and _closed.
+    private readonly object _writebackGate = new();
+    private bool _writebackWanted, _closed;
+    private Thread? _writeback;
+
+    private void WritebackLoop()
+    {
+        while (true)
+        {
+            lock (_writebackGate)
+            {
+                while (!_writebackWanted && !_closed) Monitor.Wait(_writebackGate);
+                if (_closed) return;
+                _writebackWanted = false;
+            }
+            SyncFileRange();
+        }
+    }
+
+    /// <summary>sync_file_range(WRITE) over the whole file.</summary>
+    private void SyncFileRange()
+    {
         bool ok = false;
         _handle.DangerousAddRef(ref ok);
         try
@@ -132,7 +188,18 @@ public sealed class FileDevice : IBlockDevice
         }
     }
 
-    public void Dispose() => _handle.Dispose();
+    public void Dispose()
+    {
+        Thread? writeback;
+        lock (_writebackGate)
+        {
+            _closed = true;
+            writeback = _writeback;
+            Monitor.PulseAll(_writebackGate);
+        }
+        writeback?.Join();
+        _handle.Dispose();
+    }
 
     [DllImport("libc", SetLastError = true)]
     private static extern int fdatasync(int fd);

@@ -15,6 +15,19 @@ public interface IBlockDevice : IDisposable
     /// <summary>Writes the buffer, growing the device when the write ends past its end.</summary>
     void Write(long offset, ReadOnlySpan<byte> buffer);
 
+    /// <summary>
+    /// Writes <paramref name="buffers"/> back to back from <paramref name="offset"/>, as one I/O
+    /// where the device can (pwritev); by default one write each.
+    /// </summary>
+    void WriteGather(long offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    {
+        foreach (var b in buffers)
+        {
+            Write(offset, b.Span);
+            offset += b.Length;
+        }
+    }
+
     /// <summary>Makes every completed write durable (fdatasync).</summary>
     void Flush();
 

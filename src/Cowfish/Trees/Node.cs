@@ -286,7 +286,10 @@ internal sealed class Node
     /// Seals the node's page as its block at <see cref="Address"/> and returns it: the header is
     /// written in place and the bytes after the entries are zeroed. Every child must be clean.
     /// </summary>
-    public ReadOnlySpan<byte> Seal()
+    public ReadOnlySpan<byte> Seal() => SealPage().Span;
+
+    /// <summary><see cref="Seal"/>, as memory (for gathered writes).</summary>
+    public ReadOnlyMemory<byte> SealPage()
     {
         Debug.Assert(ChildNodes is null || ChildNodes.TrueForAll(c => c is null), "encoding a node with a dirty child");
         Debug.Assert(!Overflows, "sealing an overflowing node");
@@ -299,7 +302,7 @@ internal sealed class Node
         block[End..].Clear();
         BlockHeader.Seal(block, Magic.Node, Address, Generation);
         ChildNodes = null;
-        return block;
+        return _page.AsMemory(0, Layout.BlockSize);
     }
 
     /// <summary>

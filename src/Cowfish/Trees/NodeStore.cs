@@ -100,6 +100,39 @@ internal sealed class NodeStore
         Insert(node.Address, node);
     }
 
+    /// <summary>
+    /// Writes clean nodes at their addresses and caches them, one gathered write per run of
+    /// consecutive addresses (a spill's nodes come from a next-fit allocator, so most of one spill
+    /// is a single run). Sorts <paramref name="nodes"/> by address.
+    /// </summary>
+    public void WriteAll(List<Node> nodes)
+    {
+        nodes.Sort(static (a, b) => a.Address.CompareTo(b.Address));
+        var run = new List<ReadOnlyMemory<byte>>(Math.Min(nodes.Count, MaxGather));
+        for (int i = 0; i < nodes.Count;)
+        {
+            int j = i;
+            run.Clear();
+            do
+            {
+                System.Diagnostics.Debug.Assert(!nodes[j].Dirty && nodes[j].Address >= Layout.FirstDataBlock, "writing a dirty or unplaced node");
+                run.Add(nodes[j].SealPage());
+                j++;
+            }
+            while (j < nodes.Count && run.Count < MaxGather && nodes[j].Address == nodes[j - 1].Address + 1);
+            try { _device.WriteGather(Layout.ByteOffset(nodes[i].Address), run); }
+            catch (DeviceIOException e)
+            {
+                WriteFailed?.Invoke(e);
+                throw new EngineFailedException(e);
+            }
+            for (; i < j; i++) Insert(nodes[i].Address, nodes[i]);
+        }
+    }
+
+    /// <summary>Most blocks in one gathered write (the kernel takes at most 1024 buffers).</summary>
+    private const int MaxGather = 256;
+
     /// <summary>Writes a non-node metadata block and drops any cached node at that address.</summary>
     public void WriteBlock(ulong address, ReadOnlySpan<byte> block)
     {

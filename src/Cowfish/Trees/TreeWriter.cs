@@ -20,6 +20,8 @@ internal sealed class TreeWriter : TreeReader
     private readonly ITreeSpace _space;
     private readonly IValueReferences? _refs;
     private readonly List<ValueRef> _scratch = new();
+    // The nodes one Spill has placed, written together at its end.
+    private readonly List<Node> _spilled = new();
 
     public TreeWriter(ITreeSpace space, BlockRef root, TreeKind kind) : base(space.Store, root, kind)
     {
@@ -83,7 +85,12 @@ internal sealed class TreeWriter : TreeReader
     {
         if (DirtyRoot is { } r)
         {
+            _spilled.Clear();
             RootRef = SpillNode(r);
+            // Between placing the nodes and writing them nothing else writes or frees a block, so
+            // the whole spill goes out as a few gathered writes.
+            Store.WriteAll(_spilled);
+            _spilled.Clear();
             DirtyRoot = null;
             Version++;
         }
@@ -106,7 +113,7 @@ internal sealed class TreeWriter : TreeReader
         if (n.Address == 0) n.Address = _space.AllocateNode();
         n.Generation = _space.Generation;
         n.Dirty = false;
-        _space.Store.Write(n);
+        _spilled.Add(n);
         return new BlockRef(n.Address, n.Generation);
     }
 
