@@ -35,18 +35,35 @@ internal static class Instruments
     private static readonly Counter<long> NodeCacheMisses =
         Meter.CreateCounter<long>("cowfish.node_cache.misses", "{node}", "Tree node reads that went to the device");
 
+    // Serialises histogram recordings. dotnet-counters' aggregation makes an aggregator per thread
+    // that races to see a tag set first, and each counts against its limit of 10 histograms: 32
+    // workers answering their first requests together would use the limit up and hide the rest.
+    // Its aggregators lock on every update anyway, so taking turns here costs next to nothing.
+    private static readonly object HistogramGate = new();
+
+    /// <summary>Records a histogram value if anyone listens (one gate for all: see <see cref="HistogramGate"/>).</summary>
+    public static void Record(Histogram<double> histogram, double value, KeyValuePair<string, object?> tag = default)
+    {
+        if (!histogram.Enabled) return;
+        lock (HistogramGate)
+        {
+            if (tag.Key is null) histogram.Record(value);
+            else histogram.Record(value, tag);
+        }
+    }
+
     /// <summary>A commit that began at <paramref name="started"/> (a Stopwatch timestamp) is staged.</summary>
     public static void Committed(long started)
     {
         Commits.Add(1);
-        if (CommitTime.Enabled) CommitTime.Record(Milliseconds(started, Stopwatch.GetTimestamp()));
+        if (CommitTime.Enabled) Record(CommitTime, Milliseconds(started, Stopwatch.GetTimestamp()));
     }
 
     /// <summary>A durable flush that began at <paramref name="started"/> is done.</summary>
     public static void Flushed(long started)
     {
         Flushes.Add(1);
-        if (FlushTime.Enabled) FlushTime.Record(Milliseconds(started, Stopwatch.GetTimestamp()));
+        if (FlushTime.Enabled) Record(FlushTime, Milliseconds(started, Stopwatch.GetTimestamp()));
     }
 
     /// <summary>

@@ -60,6 +60,6 @@ internal static class NbdMetrics
         Requests.Add(1, tag);
         if (!failed && type == CmdRead) BytesRead.Add(length);
         else if (!failed && type == CmdWrite) BytesWritten.Add(length);
-        if (Latency.Enabled) Latency.Record(Instruments.Milliseconds(received, done), tag);
+        if (Latency.Enabled) Instruments.Record(Latency, Instruments.Milliseconds(received, done), tag);
     }
 }
