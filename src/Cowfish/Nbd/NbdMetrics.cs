@@ -37,7 +37,6 @@ internal static class NbdMetrics
     public static void Register(NbdServer server)
     {
         lock (Servers) Servers.Add(server);
-        GC.KeepAlive(MappingQueue);
     }
 
     public static void Unregister(NbdServer server)
