@@ -12,9 +12,9 @@ namespace Cowfish.Cli;
 internal static class ServeCommand
 {
     public static readonly Command Command = new("serve",
-        "serve POOL [--listen HOST:PORT] [--socket PATH] [--stdio] [--read-only] [--create SIZE]",
+        "serve POOL [--listen HOST:PORT] [--socket PATH] [--stdio] [--read-only] [--create SIZE] [--slow-log MS]",
         "Serve the pool's files as NBD exports named VOLUME/PATH until SIGINT or SIGTERM.", Serve,
-        Flags: ["--read-only", "--stdio", "-s"], Options: ["--listen", "--socket", "--create", "--workers"], Details: Help, PoolArgument: -1);
+        Flags: ["--read-only", "--stdio", "-s"], Options: ["--listen", "--socket", "--create", "--workers", "--slow-log"], Details: Help, PoolArgument: -1);
 
     private const string Help = """
 
@@ -22,11 +22,16 @@ internal static class ServeCommand
         --socket may be given together). --stdio (or -s) serves one client on stdin/stdout and exits
         when it disconnects. Files in read-only snapshots are exported read-only; --read-only exports
         every file read-only. --create SIZE makes a missing export a sparse file of SIZE bytes.
+        --slow-log MS logs every request slower than MS milliseconds (0: every request), from its
+        header read to its reply written, with the time it spent in each phase (recv, queued, lock,
+        read, cow, map, commit, flush, reply, other).
 
         While it runs, every other cowfish command on POOL is carried out by this server through the
         control socket POOL.ctl, with the same output and exit codes. Each refused request and each
         connection is logged to stderr as one line. On SIGINT or SIGTERM the server answers the
-        requests in flight, makes every acknowledged write durable, and exits 0.
+        requests in flight, makes every acknowledged write durable, prints one "stats:" line
+        (requests, bytes allocated, collections, GC pause since the first request) and exits 0.
+        Counters and histograms are on the meter "Cowfish" (dotnet-counters monitor --counters Cowfish).
 
         """;
 
@@ -37,6 +42,7 @@ internal static class ServeCommand
         bool stdio = a.Has("--stdio", "-s");
         long? create = a.Option("--create") is { } c ? Args.ParseSize(c) : null;
         int workers = a.Option("--workers") is { } w ? (int.TryParse(w, out int n) && n is > 0 and <= 1024 ? n : throw new UsageException("--workers takes 1..1024")) : 32;
+        TimeSpan? slowLog = a.Option("--slow-log") is { } sl ? ParseMilliseconds(sl) : null;
         IPEndPoint? tcp = a.Option("--listen") is { } l ? ParseEndpoint(l) : null;
         string? unix = a.Option("--socket") is { } s ? io.HostPath(s) : null;
         if (stdio && (tcp is not null || unix is not null)) throw new UsageException("--stdio serves one client on stdin/stdout; it does not listen");
@@ -54,7 +60,7 @@ internal static class ServeCommand
         using var fs = io.Pools.OpenFiles(poolPath);
         // Background collections only while serving: a blocking full collection would stall every client.
         System.Runtime.GCSettings.LatencyMode = System.Runtime.GCLatencyMode.SustainedLowLatency;
-        var options = new NbdServerOptions { ReadOnly = a.Has("--read-only"), CreateSize = create, Log = Log, Workers = workers };
+        var options = new NbdServerOptions { ReadOnly = a.Has("--read-only"), CreateSize = create, Log = Log, Workers = workers, SlowLog = slowLog };
         var server = new NbdServer(fs, options);
         var control = new ControlServer(fs.Pool, poolPath, Log);
         using var stop = new ManualResetEventSlim();
@@ -104,9 +110,15 @@ internal static class ServeCommand
         control.Dispose();
         server.Stop();
         fs.Flush();
+        Log(server.Stats().ToString());
         Log("stopped; every acknowledged write is durable");
         return ExitCodes.Ok;
     }
+
+    private static TimeSpan ParseMilliseconds(string text) =>
+        double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double ms) && ms is >= 0 and <= 86_400_000
+            ? TimeSpan.FromMilliseconds(ms)
+            : throw new UsageException($"--slow-log takes milliseconds (0 or more), not '{text}'");
 
     private static IPEndPoint ParseEndpoint(string text)
     {

@@ -127,6 +127,7 @@ public sealed partial class FileSystem
 
     private void ReadBlockInto(VolumeRecord rec, ulong ino, ulong block, Span<byte> dst)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Read);
         WaitForDeferred(rec, ino, block, block + 1);
         using var rt = Pool.BeginRead();
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
@@ -145,6 +146,7 @@ public sealed partial class FileSystem
     private void MapChanges(VolumeRecord rec, ulong ino, IReadOnlyList<(ulong Block, ReadOnlyMemory<byte> Content)> runs,
         (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable, bool deferred = false, Func<uint, ulong>? place = null)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Cow);
         var reserved = new List<(ulong Disk, uint Count)>();
         MapRequest? request = null;
         try
@@ -262,6 +264,9 @@ public sealed partial class FileSystem
     /// <summary>Most deferred writes waiting for their mapping; a writer past this waits (back-pressure).</summary>
     private const int MaxDeferred = 2048;
 
+    /// <summary>Write-back mappings queued or being applied now (the mapping-queue depth).</summary>
+    internal int PendingMappings => Volatile.Read(ref Queue.Deferred);
+
     /// <summary>Most requests one mapping transaction takes, so that it holds the writer lock briefly.</summary>
     private const int MaxBatch = 512;
 
@@ -273,6 +278,7 @@ public sealed partial class FileSystem
     /// </summary>
     private void Map(MapRequest request)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Map);
         var q = Queue;
         lock (q.Gate)
         {
@@ -299,6 +305,7 @@ public sealed partial class FileSystem
     /// </summary>
     private void MapLater(MapRequest request)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Map);
         var q = Queue;
         lock (q.Gate)
         {
@@ -421,6 +428,7 @@ public sealed partial class FileSystem
     /// <summary>Waits until no deferred mapping of the file's blocks [from, to) is pending.</summary>
     internal void WaitForDeferred(VolumeRecord rec, ulong ino, ulong from, ulong to)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Map);
         var q = Queue;
         lock (q.Gate)
         {
@@ -443,6 +451,7 @@ public sealed partial class FileSystem
     /// </summary>
     internal void SettleWrites()
     {
+        using var phase = PhaseRecorder.Enter(Phase.Map);
         var q = Queue;
         lock (q.Gate)
         {

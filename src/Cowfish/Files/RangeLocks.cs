@@ -20,6 +20,7 @@ internal sealed class RangeLocks
     /// <summary>Waits until no other writer holds a block of [from, to) of the file, then holds it.</summary>
     public Lease Acquire(ulong tree, ulong ino, ulong from, ulong to)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Lock);
         if (to <= from) to = from + 1;
         lock (_gate)
         {

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using static Cowfish.Nbd.NbdProtocol;
@@ -109,6 +110,8 @@ internal sealed partial class NbdConnection
                 Server.Log($"{Peer}: client went away mid-request ({got} of {h.Length} header bytes)");
                 return;
             }
+            // A request's latency runs from here to its reply written.
+            long received = Stopwatch.GetTimestamp();
             uint magic = BinaryPrimitives.ReadUInt32BigEndian(h);
             ushort flags = BinaryPrimitives.ReadUInt16BigEndian(h[4..]);
             ushort type = BinaryPrimitives.ReadUInt16BigEndian(h[6..]);
@@ -148,6 +151,7 @@ internal sealed partial class NbdConnection
             r.Cookie = cookie;
             r.Offset = offset;
             r.Length = length;
+            r.Received = received;
             if (type == CmdRead) r.RentBuffer(NbdRequest.ReadHeaderRoom + (int)length);
             else if (type == CmdWrite)
             {
@@ -160,6 +164,7 @@ internal sealed partial class NbdConnection
                     return;
                 }
             }
+            r.Enqueued = Stopwatch.GetTimestamp();
             Server.Workers.Enqueue(r);
         }
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Cowfish.Files;
@@ -21,6 +22,7 @@ public sealed class NbdServer : IDisposable
     private int _nextId;
     private volatile bool _stopping;
     private bool _stopped;
+    private readonly NbdServeBaseline _baseline = new();
 
     public NbdServer(FileSystem fs, NbdServerOptions? options = null)
     {
@@ -28,6 +30,8 @@ public sealed class NbdServer : IDisposable
         Options = options ?? new NbdServerOptions();
         Exports = new NbdExports(fs, Options);
         Workers = new NbdWorkers(Options.Workers);
+        SlowLogTicks = Options.SlowLog is { } slow ? (long)(Math.Max(0, slow.TotalSeconds) * Stopwatch.Frequency) : -1;
+        NbdMetrics.Register(this);
     }
 
     public FileSystem FileSystem { get; }
@@ -35,6 +39,14 @@ public sealed class NbdServer : IDisposable
     internal NbdExports Exports { get; }
     internal NbdWorkers Workers { get; }
     internal bool Stopping => _stopping;
+
+    /// <summary>Requests slower than this many Stopwatch ticks are logged with their phases; -1 for none.</summary>
+    internal long SlowLogTicks { get; }
+
+    /// <summary>Requests answered and what serving them cost the process, since the first request.</summary>
+    public NbdServeStats Stats() => _baseline.Now();
+
+    internal NbdServeBaseline Baseline => _baseline;
 
     /// <summary>Connections open now.</summary>
     public int ConnectionCount
@@ -207,6 +219,7 @@ public sealed class NbdServer : IDisposable
             while (_connectionThreads.Count > 0 && DateTime.UtcNow < deadline) Monitor.Wait(_gate, 100);
         }
         Workers.Dispose();
+        NbdMetrics.Unregister(this);
         FileSystem.Flush();
     }
 

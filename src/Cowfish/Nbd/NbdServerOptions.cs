@@ -15,6 +15,13 @@ public sealed class NbdServerOptions
     /// <summary>Where the server reports connections and every refused request, one line each.</summary>
     public Action<string>? Log { get; init; }
 
+    /// <summary>
+    /// If set, every request that takes longer than this, from its header read off the socket to
+    /// its reply written, is logged as one line with the time it spent in each phase
+    /// (docs/nbd.md). Zero logs every request.
+    /// </summary>
+    public TimeSpan? SlowLog { get; init; }
+
     /// <summary>Threads that execute requests, shared by every connection.</summary>
     public int Workers { get; init; } = 32;
 

@@ -36,6 +36,8 @@ internal sealed class NbdWorkers : IDisposable
 
     private void Run()
     {
+        // One per thread, reused by every request this thread runs (for the slow-request log).
+        var phases = new PhaseRecorder();
         while (true)
         {
             NbdRequest request;
@@ -45,7 +47,7 @@ internal sealed class NbdWorkers : IDisposable
                 if (_queue.Count == 0) return;
                 request = _queue.Dequeue();
             }
-            request.Execute();
+            request.Execute(phases);
         }
     }
 

@@ -204,6 +204,7 @@ public sealed class Pool : IDisposable
     /// </remarks>
     internal void MakeDurable(ulong generation)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Flush);
         while (true)
         {
             Superblock target;
@@ -223,6 +224,7 @@ public sealed class Pool : IDisposable
                 // A staged state is fully written before it is published, so any of them will do.
                 target = Volatile.Read(ref _staged);
             }
+            long flushStarted = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
                 _device.Flush();
@@ -242,6 +244,7 @@ public sealed class Pool : IDisposable
                 throw new EngineFailedException(e);
             }
             Interlocked.Increment(ref _superblockWrites);
+            Instruments.Flushed(flushStarted);
             lock (_stateGate)
             {
                 _durable = target;

@@ -241,6 +241,8 @@ public sealed class WriteTransaction : IDisposable
     /// </summary>
     public void Commit(bool waitForDurability = true)
     {
+        using var phase = PhaseRecorder.Enter(Phase.Commit);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         EnsureActive();
         try
         {
@@ -277,6 +279,7 @@ public sealed class WriteTransaction : IDisposable
             throw;
         }
         Finish();
+        Instruments.Committed(started);
         if (waitForDurability) _pool.MakeDurable(_gen);
         _pool.Options.AfterCommit?.Invoke(_pool);
     }

@@ -55,7 +55,7 @@ internal sealed class NodeStore
     public Node Read(ulong address)
     {
         Interlocked.Increment(ref _reads);
-        if (_cache.TryGetValue(address, out var e))
+        if (Instruments.NodeCacheLookup(_cache, address, out var e))
         {
             e.Referenced = true;
             return e.Node;
