@@ -249,11 +249,13 @@ public sealed partial class FileSystem
         public int Deferred;
         // Deferred requests ever queued, and ever finished; they finish in queue order.
         public long Enqueued, Finished;
-        // Admission tickets for deferred writers: the next to hand out, and the next to admit.
-        public long NextTicket, Admitted;
+        // Room for deferred writes: a writer takes a slot before it queues, the mapping gives it back.
+        public readonly FairSlots Slots = new(MaxDeferred);
         // The background mapper, and whether it has been handed the lead.
         public Thread? MapperThread;
         public bool MapperWanted;
+        // Moving average of the time one request takes to map, in milliseconds (batch sizing).
+        public double MsPerRequest = 0.05;
     }
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Pool, MapQueue> PoolQueues = new();
@@ -269,6 +271,13 @@ public sealed partial class FileSystem
 
     /// <summary>Most requests one mapping transaction takes, so that it holds the writer lock briefly.</summary>
     private const int MaxBatch = 512;
+
+    /// <summary>
+    /// How long one mapping batch should take: a writer waiting for room in a full queue waits for
+    /// about one batch, so batches are sized by time (from the measured cost of a mapping), not
+    /// only by count.
+    /// </summary>
+    private const double BatchBudgetMs = 2.0;
 
     /// <summary>
     /// Maps a request, batched with whatever other writers queued meanwhile: one caller at a time
@@ -307,15 +316,18 @@ public sealed partial class FileSystem
     {
         using var phase = PhaseRecorder.Enter(Phase.Map);
         var q = Queue;
+        // Writers are admitted in arrival order: when the queue is full, a writer that waits is not
+        // overtaken by later ones (which would starve it for many batches), and it waits on a slot
+        // of its own rather than on the queue's gate, which the mapper needs.
+        q.Slots.Acquire();
+        try { Pool.ThrowIfUnusable(); }
+        catch
+        {
+            q.Slots.Release(1);
+            throw;
+        }
         lock (q.Gate)
         {
-            // Writers are admitted in arrival order: when the queue is full, a writer that waits is
-            // not overtaken by later ones (which would starve it for many batches).
-            long ticket = q.NextTicket++;
-            while (q.Deferred >= MaxDeferred || ticket != q.Admitted) Monitor.Wait(q.Gate);
-            q.Admitted++;
-            Monitor.PulseAll(q.Gate);
-            Pool.ThrowIfUnusable();
             q.Queue.Add(request);
             request.Queued = true;
             q.Deferred++;
@@ -388,16 +400,19 @@ public sealed partial class FileSystem
                     Monitor.PulseAll(q.Gate);
                     return;
                 }
-                int take = Math.Min(q.Queue.Count, MaxBatch);
+                int take = Math.Min(q.Queue.Count, Math.Clamp((int)(BatchBudgetMs / q.MsPerRequest), 16, MaxBatch));
                 batch = q.Queue.GetRange(0, take);
                 q.Queue.RemoveRange(0, take);
                 q.Applying = batch;
             }
+            long started = System.Diagnostics.Stopwatch.GetTimestamp();
             try { ApplyBatch(batch); }
             finally
             {
+                double ms = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds / batch.Count;
                 lock (q.Gate)
                 {
+                    q.MsPerRequest = 0.8 * q.MsPerRequest + 0.2 * Math.Clamp(ms, 0.001, 10);
                     foreach (var r in batch)
                     {
                         r.Done = true;
@@ -420,6 +435,7 @@ public sealed partial class FileSystem
         var q = Queue;
         q.Deferred--;
         q.Finished++;
+        q.Slots.Release(1);
         if (r.Error is null) return;
         if (!r.Claimed) foreach (var (disk, n) in r.Reserved) Pool.Space.Unreserve(disk, n);
         if (r.Error is not (NotFoundException or ReadOnlyVolumeException)) Pool.Fail(r.Error);

@@ -45,6 +45,8 @@ internal sealed class Node
     private byte[] _page;
     private ushort[] _offsets;
     private int _count;
+    // A pooled node keeps its list of dirty children from one use to the next.
+    private readonly List<Node?>? _childList;
 
     private Node(TreeKind kind, byte level, byte[] page, ushort[] offsets)
     {
@@ -54,16 +56,38 @@ internal sealed class Node
         _offsets = offsets;
     }
 
-    /// <summary>An empty dirty node.</summary>
-    public static Node NewDirty(PagePool pages, TreeKind kind, byte level, ulong generation)
+    /// <summary>A blank node for a <see cref="PagePool"/>: a full page, room for every entry it can hold, and a list for dirty children.</summary>
+    private Node(byte[] page, ushort[] offsets, List<Node?> childList) : this(TreeKind.Plain, 0, page, offsets) => _childList = childList;
+
+    internal static Node NewPooled() => new(GC.AllocateUninitializedArray<byte>(PagePool.PageSize, pinned: true),
+        GC.AllocateUninitializedArray<ushort>(PagePool.PageSize / LeafEntryOverhead, pinned: true), new List<Node?>(64));
+
+    /// <summary>Whether the node came from a pool (and goes back to it when retired).</summary>
+    internal bool Pooled => _childList is not null;
+
+    /// <summary>The node's page, to read a block into before <see cref="Load"/>.</summary>
+    internal byte[] Page => _page;
+
+    /// <summary>Makes a pooled node empty and dirty.</summary>
+    private Node Reset(TreeKind kind, byte level, ulong generation)
     {
-        var n = new Node(kind, level, pages.Rent(), new ushort[16]) { Dirty = true, Generation = generation };
-        if (level > 0) n.ChildNodes = new List<Node?>(16);
-        return n;
+        Kind = kind;
+        Level = level;
+        Generation = generation;
+        Address = 0;
+        Dirty = true;
+        PayloadBytes = 0;
+        _count = 0;
+        _childList!.Clear();
+        ChildNodes = level > 0 ? _childList : null;
+        return this;
     }
 
-    /// <summary>Hands the page back to <paramref name="pages"/>: the node must not be used again by anyone who reaches it from now on.</summary>
-    public void Retire(PagePool pages) => pages.Retire(_page);
+    /// <summary>An empty dirty node.</summary>
+    public static Node NewDirty(PagePool pages, TreeKind kind, byte level, ulong generation) => pages.Rent().Reset(kind, level, generation);
+
+    /// <summary>Hands the node back to <paramref name="pages"/>: nobody who reaches it from now on may use it.</summary>
+    public void Retire(PagePool pages) => pages.Retire(this);
 
     public bool IsLeaf => Level == 0;
     public int Count => _count;
@@ -153,17 +177,13 @@ internal sealed class Node
     /// <summary>A dirty copy of this node's entries (the address is left for the caller to decide).</summary>
     public Node CloneDirty(PagePool pages)
     {
-        var n = new Node(Kind, Level, pages.Rent(), new ushort[Math.Max(16, _count + 8)])
-        {
-            Generation = Generation, Dirty = true, PayloadBytes = PayloadBytes, _count = _count,
-        };
+        var n = pages.Rent().Reset(Kind, Level, Generation);
+        n.PayloadBytes = PayloadBytes;
+        n._count = _count;
         _page.AsSpan(HeaderSize, PayloadBytes).CopyTo(n._page.AsSpan(HeaderSize));
         _offsets.AsSpan(0, _count).CopyTo(n._offsets);
         if (!IsLeaf)
-        {
-            n.ChildNodes = new List<Node?>(_count + 8);
-            for (int i = 0; i < _count; i++) n.ChildNodes.Add(ChildNodes is { } cn ? cn[i] : null);
-        }
+            for (int i = 0; i < _count; i++) n.ChildNodes!.Add(ChildNodes is { } cn ? cn[i] : null);
         return n;
     }
 
@@ -312,7 +332,18 @@ internal sealed class Node
     /// </summary>
     public static Node Decode(byte[] page, ulong address)
     {
-        ReadOnlySpan<byte> block = page.AsSpan(0, Layout.BlockSize);
+        var n = new Node(TreeKind.Plain, 0, page, []);
+        n.Load(address);
+        return n;
+    }
+
+    /// <summary>
+    /// Decodes and validates the block in this node's page as the node at <paramref name="address"/>,
+    /// in place; every bound is checked, so garbage gives a <see cref="CorruptionException"/>.
+    /// </summary>
+    internal void Load(ulong address)
+    {
+        ReadOnlySpan<byte> block = _page.AsSpan(0, Layout.BlockSize);
         ulong gen = BlockHeader.Verify(block, Magic.Node, address, "tree node");
         byte kind = block[24];
         byte level = block[25];
@@ -323,7 +354,8 @@ internal sealed class Node
         if (end < HeaderSize || end > Layout.BlockSize) throw new CorruptionException(address, "tree node payload end", $"{HeaderSize}..{Layout.BlockSize}", end.ToString());
         int overhead = level == 0 ? LeafEntryOverhead : InternalEntryOverhead;
         if (count > (end - HeaderSize) / overhead) throw new CorruptionException(address, "tree node entry count", $"<= {(end - HeaderSize) / overhead}", count.ToString());
-        var offsets = new ushort[count];
+        if (_offsets.Length < count) _offsets = new ushort[count];
+        var offsets = _offsets;
         int p = HeaderSize, prevKey = -1, prevLen = 0;
         for (int i = 0; i < count; i++)
         {
@@ -355,7 +387,14 @@ internal sealed class Node
         }
         if (p != end) throw new CorruptionException(address, "tree node payload end", end.ToString(), p.ToString());
         if (level > 0 && count == 0) throw new CorruptionException(address, "internal node child count", ">= 1", "0");
-        return new Node((TreeKind)kind, level, page, offsets) { Address = address, Generation = gen, PayloadBytes = p - HeaderSize, _count = count };
+        Kind = (TreeKind)kind;
+        Level = level;
+        Address = address;
+        Generation = gen;
+        Dirty = false;
+        ChildNodes = null;
+        PayloadBytes = p - HeaderSize;
+        _count = count;
     }
 
     /// <summary>Decodes a copy of <paramref name="block"/> (for callers that keep their buffer).</summary>

@@ -60,16 +60,15 @@ internal sealed class NodeStore
             e.Referenced = true;
             return e.Node;
         }
-        var page = Pages.Rent();
-        Node node;
+        var node = Pages.Rent();
         try
         {
-            ReadBlock(address, page);
-            node = Node.Decode(page, address);
+            ReadBlock(address, node.Page);
+            node.Load(address);
         }
         catch
         {
-            Pages.Retire(page);
+            Pages.Retire(node);
             throw;
         }
         Insert(address, node);

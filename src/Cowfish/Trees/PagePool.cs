@@ -2,8 +2,8 @@
 namespace Cowfish.Trees;
 
 /// <summary>
-/// The pages of tree nodes: fixed-size pinned arrays, recycled with epoch-based reclamation so that
-/// a page is never handed out again while any reader could still hold the node that used it.
+/// Tree nodes with their pages (fixed-size pinned arrays), recycled whole with epoch-based
+/// reclamation so that a node is never handed out again while any reader could still hold it.
 /// </summary>
 /// <remarks>
 /// Every piece of code that touches nodes runs inside an epoch (<see cref="Enter"/> /
@@ -24,8 +24,8 @@ internal sealed class PagePool
 
     // Guards _free and _limbo.
     private readonly object _gate = new();
-    private readonly Stack<byte[]> _free = new();
-    private readonly Queue<(byte[] Page, long Epoch)> _limbo = new();
+    private readonly Stack<Node> _free = new();
+    private readonly Queue<(Node Node, long Epoch)> _limbo = new();
     private readonly int _maxIdle;
     private long _epoch = 2;
     // Threads inside epoch e count in _inside[e % 3].
@@ -59,32 +59,32 @@ internal sealed class PagePool
         System.Diagnostics.Debug.Assert(left >= 0, "an epoch exited more often than entered");
     }
 
-    /// <summary>A page for a node; its content is undefined.</summary>
-    public byte[] Rent()
+    /// <summary>A node with a page; its content is undefined.</summary>
+    public Node Rent()
     {
         lock (_gate)
         {
-            if (_free.TryPop(out var page)) { _reused++; return page; }
+            if (_free.TryPop(out var node)) { _reused++; return node; }
             if (_limbo.Count > 0 && (Safe(_limbo.Peek().Epoch) || (TryAdvance() && (Safe(_limbo.Peek().Epoch) || (TryAdvance() && Safe(_limbo.Peek().Epoch))))))
             {
                 _reused++;
-                return _limbo.Dequeue().Page;
+                return _limbo.Dequeue().Node;
             }
         }
         Interlocked.Increment(ref _created);
-        return GC.AllocateUninitializedArray<byte>(PageSize, pinned: true);
+        return Node.NewPooled();
     }
 
-    /// <summary>Gives back the page of a node that no new reader can reach any more (it left the cache, or was never in it).</summary>
-    public void Retire(byte[] page)
+    /// <summary>Gives back a node that no new reader can reach any more (it left the cache, or was never in it).</summary>
+    public void Retire(Node node)
     {
-        if (page.Length != PageSize) return; // an uncached read's page: the collector's
+        if (!node.Pooled) return; // an uncached read's node: the collector's
         lock (_gate)
         {
             if (_limbo.Count > 0 && !Safe(_limbo.Peek().Epoch)) TryAdvance();
-            while (_limbo.Count > 0 && Safe(_limbo.Peek().Epoch) && _free.Count < _maxIdle) _free.Push(_limbo.Dequeue().Page);
-            // Full: the newest page goes to the collector, and the older ones, nearer to safe, stay.
-            if (_limbo.Count + _free.Count < _maxIdle) _limbo.Enqueue((page, Volatile.Read(ref _epoch)));
+            while (_limbo.Count > 0 && Safe(_limbo.Peek().Epoch) && _free.Count < _maxIdle) _free.Push(_limbo.Dequeue().Node);
+            // Full: the newest node goes to the collector, and the older ones, nearer to safe, stay.
+            if (_limbo.Count + _free.Count < _maxIdle) _limbo.Enqueue((node, Volatile.Read(ref _epoch)));
         }
     }
 

@@ -1,0 +1,73 @@
+namespace Cowfish.Files;
+
+/// <summary>
+/// A counting semaphore that admits waiters first come, first served, and wakes exactly the
+/// waiters it admits: each waits on its own (thread-static) waiter object, so freeing a slot costs
+/// one wake-up, not a stampede of every waiting thread through a shared lock that the thread
+/// freeing slots needs as well. Allocation-free.
+/// </summary>
+internal sealed class FairSlots(int slots)
+{
+    private sealed class Waiter
+    {
+        public bool Admitted;
+    }
+
+    // Guards _free and _waiters.
+    private readonly object _gate = new();
+    private readonly Queue<Waiter> _waiters = new();
+    private int _free = slots;
+
+    [ThreadStatic] private static Waiter? t_waiter;
+
+    /// <summary>Takes a slot, waiting behind everyone who asked earlier.</summary>
+    public void Acquire()
+    {
+        Waiter w;
+        lock (_gate)
+        {
+            if (_waiters.Count == 0 && _free > 0)
+            {
+                _free--;
+                return;
+            }
+            w = t_waiter ??= new Waiter();
+            w.Admitted = false;
+            _waiters.Enqueue(w);
+        }
+        lock (w)
+        {
+            while (!w.Admitted) Monitor.Wait(w);
+        }
+    }
+
+    /// <summary>Gives back <paramref name="n"/> slots, admitting the first waiters.</summary>
+    public void Release(int n)
+    {
+        Waiter? first = null;
+        while (true)
+        {
+            Waiter? next = null;
+            lock (_gate)
+            {
+                _free += n;
+                n = 0;
+                if (_free > 0 && _waiters.Count > 0)
+                {
+                    _free--;
+                    next = _waiters.Dequeue();
+                }
+            }
+            if (next is null) break;
+            lock (next)
+            {
+                next.Admitted = true;
+                Monitor.Pulse(next);
+            }
+            first ??= next;
+        }
+    }
+
+    /// <summary>Free slots now (for tests and gauges).</summary>
+    public int Free { get { lock (_gate) return _free; } }
+}
