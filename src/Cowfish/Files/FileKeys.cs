@@ -23,6 +23,14 @@ internal static class FileKeys
 
     public static byte[] InodeKey(ulong ino) => WithIno(Inode, ino, 0);
 
+    /// <summary><see cref="InodeKey(ulong)"/> into a caller's buffer of 9 bytes.</summary>
+    public static ReadOnlySpan<byte> InodeKey(ulong ino, Span<byte> into)
+    {
+        into[0] = Inode;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64BigEndian(into[1..], ino);
+        return into[..9];
+    }
+
     public static byte[] DirEntryKey(ulong parent, ReadOnlySpan<byte> name)
     {
         var k = WithIno(DirEntry, parent, name.Length);

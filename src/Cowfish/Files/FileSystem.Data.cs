@@ -103,7 +103,7 @@ public sealed partial class FileSystem
         ulong b0 = (ulong)offset / BlockSize, b1 = (end + BlockSize - 1) / BlockSize;
         // A deferred write learns of a removed file only when it is mapped; check now, so that the
         // writer gets the error instead of the write vanishing.
-        if (deferred && !ReadVolumeByRecord(rec, v => v.TryGetInode(ino, out _)))
+        if (deferred && !InodeExists(rec, ino))
             throw new NotFoundException($"inode {ino} of volume '{rec.Name}' was removed");
         using var lease = Locks.Acquire(rec.Tree.Value, ino, b0, b1);
         int blocks = (int)(b1 - b0);
@@ -120,9 +120,16 @@ public sealed partial class FileSystem
                 if (b1 - 1 != b0) ReadBlockInto(rec, ino, b1 - 1, span[^BlockSize..]);
             }
             data.CopyTo(span[head..]);
-            MapChanges(rec, ino, [(b0, buf.AsMemory(0, blocks * BlockSize))], null, i => Math.Max(i.Size, end), durable, deferred && !durable);
+            MapChanges(rec, ino, [(b0, buf.AsMemory(0, blocks * BlockSize))], null, null, durable, deferred && !durable, growTo: end);
         }
         finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+
+    private bool InodeExists(VolumeRecord rec, ulong ino)
+    {
+        using var rt = Pool.BeginRead();
+        Span<byte> key = stackalloc byte[9];
+        return rt.Tree(rec.Tree).Contains(FileKeys.InodeKey(ino, key));
     }
 
     private void ReadBlockInto(VolumeRecord rec, ulong ino, ulong block, Span<byte> dst)
@@ -144,7 +151,7 @@ public sealed partial class FileSystem
     /// reserved); by default each piece is reserved where the allocator finds room.
     /// </summary>
     private void MapChanges(VolumeRecord rec, ulong ino, IReadOnlyList<(ulong Block, ReadOnlyMemory<byte> Content)> runs,
-        (ulong From, ulong To)? unmap, Func<Inode, ulong> size, bool durable, bool deferred = false, Func<uint, ulong>? place = null)
+        (ulong From, ulong To)? unmap, Func<Inode, ulong>? size, bool durable, bool deferred = false, Func<uint, ulong>? place = null, ulong growTo = 0)
     {
         using var phase = PhaseRecorder.Enter(Phase.Cow);
         var reserved = new List<(ulong Disk, uint Count)>();
@@ -168,7 +175,7 @@ public sealed partial class FileSystem
                     at += (int)n;
                 }
             }
-            request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable) { Deferred = deferred };
+            request = new MapRequest(rec, ino, fresh, unmap, size, reserved, durable) { Deferred = deferred, GrowTo = growTo };
             if (deferred) MapLater(request);
             else Map(request);
             BoundPendingFrees();
@@ -211,13 +218,15 @@ public sealed partial class FileSystem
 
     /// <summary>A mapping waiting for its transaction.</summary>
     internal sealed class MapRequest(VolumeRecord rec, ulong ino, List<(ulong Block, Extent Extent)> fresh, (ulong From, ulong To)? unmap,
-        Func<Inode, ulong> size, List<(ulong Disk, uint Count)> reserved, bool durable)
+        Func<Inode, ulong>? size, List<(ulong Disk, uint Count)> reserved, bool durable)
     {
         public readonly VolumeRecord Rec = rec;
         public readonly ulong Ino = ino;
         public readonly List<(ulong Block, Extent Extent)> Fresh = fresh;
         public readonly (ulong From, ulong To)? Unmap = unmap;
-        public readonly Func<Inode, ulong> Size = size;
+        /// <summary>The file's size after the change, from its size before; null: at least <see cref="GrowTo"/> (a write).</summary>
+        public readonly Func<Inode, ulong>? Size = size;
+        public ulong GrowTo;
         public readonly List<(ulong Disk, uint Count)> Reserved = reserved;
         public readonly bool Durable = durable;
         /// <summary>The writer did not wait for the mapping (write-back); nobody waits on it but readers of its blocks.</summary>
@@ -518,7 +527,7 @@ public sealed partial class FileSystem
                     {
                         if (r.Unmap is { } u) ExtentMap.Replace(tree, v.Space, u.From, u.To, []);
                         foreach (var (b, e) in r.Fresh) ExtentMap.Replace(tree, v.Space, b, b + e.Count, [(b, e)]);
-                        size = r.Size(inode with { Size = size });
+                        size = r.Size is null ? Math.Max(size, r.GrowTo) : r.Size(inode with { Size = size });
                     }
                     return size;
                 });

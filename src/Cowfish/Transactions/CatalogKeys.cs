@@ -111,7 +111,14 @@ internal static class CatalogKeys
         return v;
     }
 
-    public static ulong ParseU64Value(byte[] value, ulong nodeAddress)
+    /// <summary><see cref="U64Key(ulong)"/> into a caller's buffer of 8 bytes.</summary>
+    public static ReadOnlySpan<byte> U64Key(ulong n, Span<byte> into)
+    {
+        BinaryPrimitives.WriteUInt64BigEndian(into, n);
+        return into[..8];
+    }
+
+    public static ulong ParseU64Value(ReadOnlySpan<byte> value, ulong nodeAddress)
     {
         if (value.Length != 8) throw new CorruptionException(nodeAddress, "u64 value length", "8", value.Length.ToString());
         return BinaryPrimitives.ReadUInt64LittleEndian(value);

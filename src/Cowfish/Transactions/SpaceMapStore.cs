@@ -11,6 +11,9 @@ namespace Cowfish.Transactions;
 /// </summary>
 internal static class SpaceMapStore
 {
+    // Where a commit encodes its bitmap pages (one writer at a time, but any thread).
+    [ThreadStatic] private static byte[]? t_block;
+
     /// <summary>
     /// Writes every dirty page and returns the space-map tree's new root and the pool size those pages
     /// describe (the superblock must record exactly that size). Placing a page allocates a
@@ -37,7 +40,7 @@ internal static class SpaceMapStore
             }
             spaceTree.Spill();
         }
-        var block = new byte[Layout.BlockSize];
+        var block = t_block ??= GC.AllocateUninitializedArray<byte>(Layout.BlockSize, pinned: true);
         foreach (var (page, addr) in placed)
         {
             // Each page records the generation it was written in; the tree's pointer says the same.

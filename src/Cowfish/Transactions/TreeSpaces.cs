@@ -49,9 +49,10 @@ internal sealed class SharedSpace : ITreeSpace
     public uint RefCount(ulong address)
     {
         if (_overlay.TryGetValue(address, out uint rc)) return rc;
-        if (_committedCounts is not null && _committedCounts.TryGet(CatalogKeys.U64Key(address), out var v))
+        Span<byte> key = stackalloc byte[8];
+        if (_committedCounts is not null
+            && _committedCounts.TryRead(CatalogKeys.U64Key(address, key), address, static (v, at) => CatalogKeys.ParseU64Value(v, at), out ulong n))
         {
-            ulong n = CatalogKeys.ParseU64Value(v, address);
             if (n < 2 || n > uint.MaxValue) throw new CorruptionException(address, "reference count", "2.." + uint.MaxValue, n.ToString());
             return (uint)n;
         }

@@ -56,6 +56,15 @@ internal class TreeReader
         return n;
     }
 
+    /// <summary>Whether the tree holds <paramref name="key"/> (no copy of its value is made).</summary>
+    public bool Contains(ReadOnlySpan<byte> key)
+    {
+        var n = Root();
+        while (!n.IsLeaf) n = Child(n, n.ChildFor(key));
+        n.LowerBound(key, out bool found);
+        return found;
+    }
+
     public bool TryGet(ReadOnlySpan<byte> key, out byte[] value)
     {
         var n = Root();
