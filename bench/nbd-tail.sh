@@ -11,7 +11,8 @@
 # Both servers start from the same random 1 GiB image (qemu-nbd: a raw file, --cache=writeback
 # --aio=threads, its defaults; cowfish: the image imported into a pool). Each round runs, for each
 # workload, each server in turn (the order rotates), after sync + drop_caches + a warming read of
-# the server's file. fio: --ioengine=nbd --bs=4k --iodepth=16 --numjobs=1 --time_based, no flushes
+# the server's file, and an untimed 3 s fio randrw on it (so that cowfish's JIT has compiled its
+# write path, as a long-running server has). fio: --ioengine=nbd --bs=4k --iodepth=16 --numjobs=1 --time_based, no flushes
 # (both servers run with a write-back cache). The report gives, per workload, the median over
 # rounds of IOPS, p99.9 and max completion latency of every IO (reads and writes together for
 # randrw), and the ratio cowfish / qemu-nbd of each; the targets are p99.9 <= 1.0x, max <= 1.5x,
@@ -123,6 +124,9 @@ for ((r = 0; r < rounds; r++)); do
             sync; echo 3 >/proc/sys/vm/drop_caches
             start_server "$s"
             nbdcopy "$(uri "$s")" null:    # warm: the same cached image for both
+            # and the same untimed 3 s of the measured load (cowfish's JIT compiles its write path)
+            fio --name=warm --ioengine=nbd --uri="$(uri "$s")" --rw=randrw --bs=4k --iodepth=16 --numjobs=1 \
+                --time_based --runtime=3 >/dev/null 2>&1 || die "warm-up fio on ${label[$s]} failed"
             read -r iops p999 mx < <(fio_run "$w" "$s")
             stop_server "$s"
             echo "$iops $p999 $mx" >>"$work/results/$w.$s"

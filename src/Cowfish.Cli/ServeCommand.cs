@@ -41,7 +41,7 @@ internal static class ServeCommand
         string poolPath = io.HostPath(a.Positional[0]);
         bool stdio = a.Has("--stdio", "-s");
         long? create = a.Option("--create") is { } c ? Args.ParseSize(c) : null;
-        int workers = a.Option("--workers") is { } w ? (int.TryParse(w, out int n) && n is > 0 and <= 1024 ? n : throw new UsageException("--workers takes 1..1024")) : 32;
+        int workers = a.Option("--workers") is { } w ? (int.TryParse(w, out int n) && n is > 0 and <= 1024 ? n : throw new UsageException("--workers takes 1..1024")) : NbdServerOptions.DefaultWorkers;
         TimeSpan? slowLog = a.Option("--slow-log") is { } sl ? ParseMilliseconds(sl) : null;
         IPEndPoint? tcp = a.Option("--listen") is { } l ? ParseEndpoint(l) : null;
         string? unix = a.Option("--socket") is { } s ? io.HostPath(s) : null;

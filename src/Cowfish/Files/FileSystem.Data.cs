@@ -272,8 +272,12 @@ public sealed partial class FileSystem
     private MapQueue Queue => _queue ??= PoolQueues.GetValue(Pool, _ => new MapQueue());
     private MapQueue? _queue;
 
-    /// <summary>Most deferred writes waiting for their mapping; a writer past this waits (back-pressure).</summary>
-    private const int MaxDeferred = 2048;
+    /// <summary>
+    /// Most deferred writes waiting for their mapping; a writer past this waits (back-pressure).
+    /// Small enough that settling the queue (a snapshot, a clone, a read of a pending block) waits
+    /// for a few milliseconds of mapping, not hundreds; large enough to keep the mapper busy.
+    /// </summary>
+    private const int MaxDeferred = 512;
 
     /// <summary>Write-back mappings queued or being applied now (the mapping-queue depth).</summary>
     internal int PendingMappings => Volatile.Read(ref Queue.Deferred);

@@ -22,8 +22,16 @@ public sealed class NbdServerOptions
     /// </summary>
     public TimeSpan? SlowLog { get; init; }
 
-    /// <summary>Threads that execute requests, shared by every connection.</summary>
-    public int Workers { get; init; } = 32;
+    /// <summary>
+    /// Threads that execute requests, shared by every connection. Few: a request rarely blocks
+    /// (writes are written back, reads hit the page cache), and every extra runnable thread on a
+    /// small machine adds scheduling delay to the tail (fio randrw qd16 on 2 cores: 4 workers
+    /// 26–29 K IOPS, 32 workers 19 K, same p99.9). A FLUSH holds its worker until it is durable.
+    /// </summary>
+    public int Workers { get; init; } = DefaultWorkers;
+
+    /// <summary>Two per processor, at least four.</summary>
+    public static int DefaultWorkers => Math.Max(4, 2 * Environment.ProcessorCount);
 
     /// <summary>Requests one connection may have in flight; the server stops reading from it past that.</summary>
     public int MaxInFlight { get; init; } = 64;
