@@ -15,16 +15,31 @@ internal readonly record struct Extent(ulong DiskStart, uint DiskBlocks, uint Of
     /// <summary>Most blocks one record covers (its CRCs must fit in a tree value).</summary>
     public const uint MaxBlocks = 256;
 
+    /// <summary>Bytes of the encoded record.</summary>
+    public int EncodedLength => HeaderSize + (Unwritten ? 0 : (int)Count * 4);
+
+    /// <summary>Largest encoded record.</summary>
+    public const int MaxEncodedLength = HeaderSize + (int)MaxBlocks * 4;
+
     public byte[] Encode()
     {
-        var v = new byte[HeaderSize + (Unwritten ? 0 : Count * 4)];
+        var v = new byte[EncodedLength];
+        EncodeInto(v);
+        return v;
+    }
+
+    /// <summary>Encodes into <paramref name="into"/> (at least <see cref="EncodedLength"/> bytes) and returns the encoded part.</summary>
+    public ReadOnlySpan<byte> EncodeInto(Span<byte> into)
+    {
+        var v = into[..EncodedLength];
         BinaryPrimitives.WriteUInt64LittleEndian(v, DiskStart);
-        BinaryPrimitives.WriteUInt32LittleEndian(v.AsSpan(8), DiskBlocks);
-        BinaryPrimitives.WriteUInt32LittleEndian(v.AsSpan(12), Offset);
-        BinaryPrimitives.WriteUInt32LittleEndian(v.AsSpan(16), Count);
+        BinaryPrimitives.WriteUInt32LittleEndian(v[8..], DiskBlocks);
+        BinaryPrimitives.WriteUInt32LittleEndian(v[12..], Offset);
+        BinaryPrimitives.WriteUInt32LittleEndian(v[16..], Count);
         v[20] = Unwritten ? (byte)1 : (byte)0;
+        v[21..HeaderSize].Clear();
         if (!Unwritten)
-            for (int i = 0; i < Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(v.AsSpan(HeaderSize + i * 4), Crcs[i]);
+            for (int i = 0; i < Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(v[(HeaderSize + i * 4)..], Crcs[i]);
         return v;
     }
 

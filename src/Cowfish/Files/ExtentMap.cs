@@ -10,27 +10,39 @@ internal static class ExtentMap
     public static List<(ulong Block, Extent Extent)> Overlapping(TreeReader tree, ulong from, ulong to, int limit = int.MaxValue)
     {
         var result = new List<(ulong, Extent)>();
+        OverlappingInto(tree, from, to, result, limit);
+        return result;
+    }
+
+    /// <summary><see cref="Overlapping"/>, appended to <paramref name="result"/>.</summary>
+    public static void OverlappingInto(TreeReader tree, ulong from, ulong to, List<(ulong Block, Extent Extent)> result, int limit = int.MaxValue)
+    {
         var c = tree.Cursor();
         // The record that starts at or before `from` may reach into the range.
-        var fromKey = FileKeys.ExtentKey(from);
+        Span<byte> fromKey = stackalloc byte[8];
+        FileKeys.ExtentKey(from, fromKey);
         c.Seek(fromKey);
         if (!c.Valid) c.Last();
-        else if (FileKeys.ParseExtentKey(c.Key) > from) c.Prev();
+        else if (FileKeys.ParseExtentKey(c.KeySpan) > from) c.Prev();
         if (!c.Valid) c.Seek(fromKey); // nothing starts at or before `from`
+        int found = 0;
         while (c.Valid)
         {
-            ulong start = FileKeys.ParseExtentKey(c.Key);
+            ulong start = FileKeys.ParseExtentKey(c.KeySpan);
             if (start >= to) break;
-            var e = Extent.Decode(c.Value, 0);
+            var e = Extent.Decode(c.ValueSpan, 0);
             if (start + e.Count > from)
             {
                 result.Add((start, e));
-                if (result.Count >= limit) break;
+                if (++found >= limit) break;
             }
             c.Next();
         }
-        return result;
     }
+
+    // Scratch lists of the mapping thread: Replace does not nest, and one thread maps at a time per writer.
+    [ThreadStatic] private static List<(ulong Block, Extent Extent)>? t_overlapping;
+    [ThreadStatic] private static List<(ulong Block, Extent Piece)>? t_keep;
 
     /// <summary>
     /// Makes file blocks [from, to) map to <paramref name="fresh"/> (records whose references the
@@ -40,14 +52,20 @@ internal static class ExtentMap
     /// </summary>
     public static void Replace(TreeWriter tree, ITreeSpace space, ulong from, ulong to, IReadOnlyList<(ulong Block, Extent Extent)> fresh)
     {
-        foreach (var (start, e) in Overlapping(tree, from, to))
+        var overlapping = t_overlapping ??= new(4);
+        var keep = t_keep ??= new(2);
+        overlapping.Clear();
+        OverlappingInto(tree, from, to, overlapping);
+        Span<byte> key = stackalloc byte[8];
+        Span<byte> value = stackalloc byte[Extent.MaxEncodedLength];
+        foreach (var (start, e) in overlapping)
         {
-            var key = FileKeys.ExtentKey(start);
+            FileKeys.ExtentKey(start, key);
             // Make the record's leaf private first: if a snapshot shares it, copying it takes a
             // reference to the extent, and the count read below is then exact.
-            tree.Put(key, e.Encode(), releaseReplaced: false);
+            tree.Put(key, e.EncodeInto(value), releaseReplaced: false);
             ulong end = start + e.Count;
-            var keep = new List<(ulong Block, Extent Piece)>(2);
+            keep.Clear();
             if (start < from) keep.Add((start, e.Slice(0, (uint)(from - start))));
             if (end > to) keep.Add((to, e.Slice((uint)(to - start), (uint)(end - to))));
             if (space.RefCount(e.DiskStart) == 1)
@@ -59,7 +77,7 @@ internal static class ExtentMap
                 {
                     ulong ps = piece.DiskStart + piece.Offset;
                     if (ps > cur) space.Release(cur, (uint)(ps - cur));
-                    tree.Put(FileKeys.ExtentKey(b), (piece with { DiskStart = ps, DiskBlocks = piece.Count, Offset = 0 }).Encode());
+                    tree.Put(FileKeys.ExtentKey(b, key), (piece with { DiskStart = ps, DiskBlocks = piece.Count, Offset = 0 }).EncodeInto(value));
                     cur = ps + piece.Count;
                 }
                 if (diskEnd > cur) space.Release(cur, (uint)(diskEnd - cur));
@@ -67,12 +85,13 @@ internal static class ExtentMap
             }
             foreach (var _ in keep) space.AddRef(e.DiskStart, e.DiskBlocks);
             tree.Delete(key);
-            foreach (var (b, piece) in keep) tree.Put(FileKeys.ExtentKey(b), piece.Encode());
+            foreach (var (b, piece) in keep) tree.Put(FileKeys.ExtentKey(b, key), piece.EncodeInto(value));
         }
+        overlapping.Clear();
         foreach (var (b, e) in fresh)
         {
             System.Diagnostics.Debug.Assert(b >= from && b + e.Count <= to, "a new record outside the range it replaces");
-            tree.Put(FileKeys.ExtentKey(b), e.Encode());
+            tree.Put(FileKeys.ExtentKey(b, key), e.EncodeInto(value));
         }
     }
 }

@@ -75,7 +75,14 @@ internal static class FileKeys
         return k;
     }
 
-    public static ulong ParseExtentKey(byte[] key) => BinaryPrimitives.ReadUInt64BigEndian(key);
+    public static ulong ParseExtentKey(ReadOnlySpan<byte> key) => BinaryPrimitives.ReadUInt64BigEndian(key);
+
+    /// <summary><see cref="ExtentKey(ulong)"/> into a caller's buffer of 8 bytes.</summary>
+    public static ReadOnlySpan<byte> ExtentKey(ulong fileBlock, Span<byte> into)
+    {
+        BinaryPrimitives.WriteUInt64BigEndian(into, fileBlock);
+        return into[..8];
+    }
 
     /// <summary>Validates a path component: 1 to 255 bytes of UTF-8, no '/' and no NUL, not "." or "..".</summary>
     public static byte[] Name(string name)

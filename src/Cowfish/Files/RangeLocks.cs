@@ -10,6 +10,8 @@ internal sealed class RangeLocks
     // Guards _held; waiters wait on it and every release wakes them all.
     private readonly object _gate = new();
     private readonly Dictionary<(ulong Tree, ulong Ino), List<(ulong From, ulong To)>> _held = new();
+    // Emptied lists, reused for the next file (a lock costs no allocation).
+    private readonly Stack<List<(ulong From, ulong To)>> _spare = new();
 
     /// <summary>A held range; disposing releases it. The default value holds nothing.</summary>
     public readonly struct Lease(RangeLocks owner, ulong tree, ulong ino, ulong from, ulong to) : IDisposable
@@ -26,8 +28,12 @@ internal sealed class RangeLocks
         {
             while (true)
             {
-                if (!_held.TryGetValue((tree, ino), out var list)) { list = new(); _held[(tree, ino)] = list; }
-                if (!list.Any(r => r.From < to && from < r.To))
+                if (!_held.TryGetValue((tree, ino), out var list))
+                {
+                    list = _spare.Count > 0 ? _spare.Pop() : new(4);
+                    _held[(tree, ino)] = list;
+                }
+                if (!Overlaps(list, from, to))
                 {
                     list.Add((from, to));
                     return new Lease(this, tree, ino, from, to);
@@ -37,6 +43,13 @@ internal sealed class RangeLocks
         }
     }
 
+    private static bool Overlaps(List<(ulong From, ulong To)> held, ulong from, ulong to)
+    {
+        foreach (var r in held)
+            if (r.From < to && from < r.To) return true;
+        return false;
+    }
+
     private void Release(ulong tree, ulong ino, ulong from, ulong to)
     {
         if (to <= from) to = from + 1;
@@ -44,7 +57,11 @@ internal sealed class RangeLocks
         {
             var list = _held[(tree, ino)];
             list.Remove((from, to));
-            if (list.Count == 0) _held.Remove((tree, ino));
+            if (list.Count == 0)
+            {
+                _held.Remove((tree, ino));
+                if (_spare.Count < 64) _spare.Push(list);
+            }
             Monitor.PulseAll(_gate);
         }
     }

@@ -48,7 +48,7 @@ internal sealed class TreeWriter : TreeReader
     /// <paramref name="releaseReplaced"/> is false: the caller then accounts for them, as when an
     /// inode is rewritten with the new root of an extent tree whose shadowing consumed the old one.
     /// </summary>
-    public void Put(byte[] key, byte[] value, bool releaseReplaced = true)
+    public void Put(ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, bool releaseReplaced = true)
     {
         if (key.Length > Layout.MaxKeySize) throw new InvalidRequestException($"key of {key.Length} bytes is over the limit of {Layout.MaxKeySize}");
         if (value.Length > Layout.MaxValueSize) throw new InvalidRequestException($"value of {value.Length} bytes is over the limit of {Layout.MaxValueSize}");
