@@ -53,10 +53,63 @@ public sealed partial class FileSystem
         return ReadVolumeByRecord(rec, v => v.GetInode(ino));
     }
 
+    /// <summary>
+    /// Reads without waiting for the mapping of write-back writes: the pinned state and the pending
+    /// blocks are taken together under the queue's gate, where mappings finish, so every block is
+    /// either mapped in the pinned state or still pending (then it is read from where the write put
+    /// it, which stays allocated while the pin lives). Only a read that reaches past the committed
+    /// size of a file that pending writes grow waits for them.
+    /// </summary>
     internal int ReadData(VolumeRecord rec, ulong ino, long offset, Span<byte> buffer)
     {
-        if (offset >= 0 && !buffer.IsEmpty)
-            WaitForDeferred(rec, ino, (ulong)offset / BlockSize, ((ulong)offset + (ulong)buffer.Length + BlockSize - 1) / BlockSize);
+        if (offset < 0 || buffer.IsEmpty) return ReadCommitted(rec, ino, offset, buffer);
+        ulong b0 = (ulong)offset / BlockSize, b1 = ((ulong)offset + (ulong)buffer.Length + BlockSize - 1) / BlockSize;
+        var q = Queue;
+        var pending = t_pendingRead ??= new();
+        pending.Clear();
+        ReadTransaction rt;
+        ulong grows = 0;
+        lock (q.Gate)
+        {
+            rt = Pool.BeginRead();
+            if (q.Pending.Count > 0)
+            {
+                for (ulong b = b0; b < b1; b++)
+                    if (q.Pending.TryGetValue((rec.Tree.Value, ino, b), out var p)) pending.Add((b, p.Disk, p.Crc));
+                if (pending.Count > 0) q.Growth.TryGetValue((rec.Tree.Value, ino), out grows);
+            }
+        }
+        using (rt)
+        {
+            var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
+            var inode = v.GetInode(ino);
+            if (pending.Count == 0) return v.ReadData(inode, ino, offset, buffer);
+            bool pastGrowingEnd = grows > inode.Size && (ulong)offset + (ulong)buffer.Length > inode.Size;
+            if (!pastGrowingEnd)
+            {
+                int n = v.ReadData(inode, ino, offset, buffer);
+                Span<byte> block = stackalloc byte[BlockSize];
+                foreach (var (b, disk, crc) in pending)
+                {
+                    long at = (long)(b * BlockSize) - offset; // where the block starts in buffer
+                    long from = Math.Max(0, at), to = Math.Min(n, at + BlockSize);
+                    if (to <= from) continue;
+                    Pool.Device.Read(Layout.ByteOffset(disk), block);
+                    VolumeReader.Verify(block, crc, disk);
+                    block[(int)(from - at)..(int)(to - at)].CopyTo(buffer[(int)from..]);
+                }
+                return n;
+            }
+        }
+        // The size this read needs is still on its way: wait for the writes, then read.
+        WaitForDeferred(rec, ino, b0, ulong.MaxValue);
+        return ReadCommitted(rec, ino, offset, buffer);
+    }
+
+    [ThreadStatic] private static List<(ulong Block, ulong Disk, uint Crc)>? t_pendingRead;
+
+    private int ReadCommitted(VolumeRecord rec, ulong ino, long offset, Span<byte> buffer)
+    {
         using var rt = Pool.BeginRead();
         var v = new VolumeReader(rec, rt.Tree(rec.Tree), Pool.Store);
         return v.ReadData(v.GetInode(ino), ino, offset, buffer);
@@ -260,6 +313,11 @@ public sealed partial class FileSystem
         public long Enqueued, Finished;
         // Room for deferred writes: a writer takes a slot before it queues, the mapping gives it back.
         public readonly FairSlots Slots = new(MaxDeferred);
+        // Every block that a deferred write maps and that is not mapped yet, with where that write
+        // put it: the newest queued write of each block. Readers read these instead of waiting.
+        public readonly Dictionary<(ulong Tree, ulong Ino, ulong Block), (MapRequest Request, ulong Disk, uint Crc)> Pending = new();
+        // The largest size that deferred writes of a file grow it to (while any is pending).
+        public readonly Dictionary<(ulong Tree, ulong Ino), ulong> Growth = new();
         // The background mapper, and whether it has been handed the lead.
         public Thread? MapperThread;
         public bool MapperWanted;
@@ -345,6 +403,11 @@ public sealed partial class FileSystem
             request.Queued = true;
             q.Deferred++;
             q.Enqueued++;
+            ulong tree = request.Rec.Tree.Value;
+            foreach (var (b, e) in request.Fresh)
+                for (uint i = 0; i < e.Count; i++) q.Pending[(tree, request.Ino, b + i)] = (request, e.DiskBlock(i), e.Crcs[i]);
+            if (request.Size is not null) q.Growth[(tree, request.Ino)] = ulong.MaxValue; // not a write: readers past the end wait
+            else if (!q.Growth.TryGetValue((tree, request.Ino), out ulong g) || g < request.GrowTo) q.Growth[(tree, request.Ino)] = request.GrowTo;
             if (q.Mapping) return;
             q.Mapping = true;
         }
@@ -449,6 +512,11 @@ public sealed partial class FileSystem
         q.Deferred--;
         q.Finished++;
         q.Slots.Release(1);
+        ulong tree = r.Rec.Tree.Value;
+        foreach (var (b, e) in r.Fresh)
+            for (uint i = 0; i < e.Count; i++)
+                if (q.Pending.TryGetValue((tree, r.Ino, b + i), out var p) && ReferenceEquals(p.Request, r)) q.Pending.Remove((tree, r.Ino, b + i));
+        if (q.Deferred == 0) q.Growth.Clear();
         if (r.Error is null) return;
         if (!r.Claimed) foreach (var (disk, n) in r.Reserved) Pool.Space.Unreserve(disk, n);
         if (r.Error is not (NotFoundException or ReadOnlyVolumeException)) Pool.Fail(r.Error);

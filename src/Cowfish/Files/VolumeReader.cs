@@ -174,7 +174,7 @@ internal class VolumeReader
         }
     }
 
-    private static void Verify(ReadOnlySpan<byte> block, uint want, ulong disk)
+    internal static void Verify(ReadOnlySpan<byte> block, uint want, ulong disk)
     {
         uint got = Crc32C.Compute(block);
         if (got != want) throw new CorruptionException(disk, "data block checksum", $"0x{want:X8}", $"0x{got:X8}");
