@@ -285,6 +285,8 @@ public sealed partial class FileSystem
         /// <summary>The writer did not wait for the mapping (write-back); nobody waits on it but readers of its blocks.</summary>
         public bool Deferred;
         public bool Queued;
+        /// <summary>When it was queued (Stopwatch ticks).</summary>
+        public long QueuedAt;
         /// <summary>The file blocks the request maps or unmaps: readers of these wait until it is applied.</summary>
         public ulong From => Fresh.Count > 0 ? Math.Min(Fresh[0].Block, Unmap?.From ?? ulong.MaxValue) : Unmap?.From ?? 0;
         public ulong To => Fresh.Count > 0 ? Math.Max(Fresh[^1].Block + Fresh[^1].Extent.Count, Unmap?.To ?? 0) : Unmap?.To ?? 0;
@@ -323,6 +325,9 @@ public sealed partial class FileSystem
         public bool MapperWanted;
         // Moving average of the time one request takes to map, in milliseconds (batch sizing).
         public double MsPerRequest = 0.05;
+        // Callers waiting for mappings to finish (settle, a read of pending blocks, a synchronous
+        // mapping): while any waits, the mapper maps at once instead of gathering a batch.
+        public int Urgent;
     }
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Pool, MapQueue> PoolQueues = new();
@@ -350,6 +355,9 @@ public sealed partial class FileSystem
     /// </summary>
     private const double BatchBudgetMs = 2.0;
 
+    /// <summary>Longest the mapper lets a write-back write wait for a fuller batch when nobody waits for it.</summary>
+    private const double LazyMs = 5.0;
+
     /// <summary>
     /// Maps a request, batched with whatever other writers queued meanwhile: one caller at a time
     /// leads, taking every queued request into one transaction, so concurrent writes share a
@@ -364,7 +372,11 @@ public sealed partial class FileSystem
         {
             q.Queue.Add(request);
             request.Queued = true;
-            while (!request.Done && q.Mapping) Monitor.Wait(q.Gate);
+            request.QueuedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+            q.Urgent++;
+            Monitor.PulseAll(q.Gate);
+            try { while (!request.Done && q.Mapping) Monitor.Wait(q.Gate); }
+            finally { q.Urgent--; }
             if (request.Done)
             {
                 if (request.Error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(request.Error);
@@ -401,6 +413,7 @@ public sealed partial class FileSystem
         {
             q.Queue.Add(request);
             request.Queued = true;
+            request.QueuedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             q.Deferred++;
             q.Enqueued++;
             ulong tree = request.Rec.Tree.Value;
@@ -476,7 +489,20 @@ public sealed partial class FileSystem
                     Monitor.PulseAll(q.Gate);
                     return;
                 }
-                int take = Math.Min(q.Queue.Count, Math.Clamp((int)(BatchBudgetMs / q.MsPerRequest), 16, MaxBatch));
+                int limit = Math.Clamp((int)(BatchBudgetMs / q.MsPerRequest), 16, MaxBatch);
+                if (until is null && q.Queue.Count < limit && q.Urgent == 0 && q.Deferred < MaxDeferred / 2)
+                {
+                    // Nobody waits for these mappings (readers read pending blocks where they are):
+                    // let a fuller batch gather, so that a commit's fixed cost is shared by more
+                    // writes, but never hold the oldest one back for more than LazyMs.
+                    double waited = System.Diagnostics.Stopwatch.GetElapsedTime(q.Queue[0].QueuedAt).TotalMilliseconds;
+                    if (waited < LazyMs)
+                    {
+                        Monitor.Wait(q.Gate, TimeSpan.FromMilliseconds(LazyMs - waited));
+                        continue;
+                    }
+                }
+                int take = Math.Min(q.Queue.Count, limit);
                 batch = q.Queue.GetRange(0, take);
                 q.Queue.RemoveRange(0, take);
                 q.Applying = batch;
@@ -529,7 +555,11 @@ public sealed partial class FileSystem
         var q = Queue;
         lock (q.Gate)
         {
-            while (q.Deferred > 0 && (Overlaps(q.Queue) || Overlaps(q.Applying))) Monitor.Wait(q.Gate);
+            if (!(q.Deferred > 0 && (Overlaps(q.Queue) || Overlaps(q.Applying)))) return;
+            q.Urgent++;
+            Monitor.PulseAll(q.Gate);
+            try { while (q.Deferred > 0 && (Overlaps(q.Queue) || Overlaps(q.Applying))) Monitor.Wait(q.Gate); }
+            finally { q.Urgent--; }
         }
 
         bool Overlaps(List<MapRequest> list)
@@ -553,7 +583,11 @@ public sealed partial class FileSystem
         lock (q.Gate)
         {
             long target = q.Enqueued;
-            while (q.Finished < target) Monitor.Wait(q.Gate);
+            if (q.Finished >= target) return;
+            q.Urgent++;
+            Monitor.PulseAll(q.Gate);
+            try { while (q.Finished < target) Monitor.Wait(q.Gate); }
+            finally { q.Urgent--; }
         }
     }
 
