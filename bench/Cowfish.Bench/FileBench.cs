@@ -924,14 +924,14 @@ internal static class FileBench
             var sb = new StringBuilder();
             sb.AppendLine($"#### 5. Random 4 KiB writes into a freshly cloned {Fmt.MB(Bytes)} file (copy-on-write)");
             sb.AppendLine();
-            sb.AppendLine($"The source is a {Fmt.MB(Bytes)} file written sequentially in 1 MiB writes and synced. Cowfish: `Clone`, then {Fmt.Count(Ops)} `Write`s of 4 KiB " +
+            sb.AppendLine($"The source is a {Fmt.MB(Bytes)} file written sequentially in 1 MiB writes and synced. Cowfish: `Clone`, then {Fmt.Count(Ops)} `FileHandle.Write`s of 4 KiB (write-back) " +
                           "(`durable: false`) at distinct random block offsets (10 % of the blocks), then `Flush()`; IOPS = writes ÷ time including the flush. " +
                           $"XFS / btrfs: `cp --reflink=always` of the source, then fio with the same count of distinct random 4 KiB writes (fio's random map) and a final fsync, " +
                           $"its IOPS = writes ÷ fio's job runtime (which includes the end fsync). Buffered: `{HostCmd.GetValueOrDefault("buffered")}`; O_DIRECT: `{HostCmd.GetValueOrDefault("direct")}`. " +
                           $"One run each. DESIGN target: ≥ XFS on a reflinked file. Check of the pool afterwards: {check}.");
             sb.AppendLine();
             var t = new Table("system", "IOPS", "ratio Cowfish / this", "FIEMAP extents of the copy afterwards");
-            t.Add("**Cowfish** `Write` into a `Clone`", Fmt.Rate(CfIops), "1.00×", "—");
+            t.Add("**Cowfish** `FileHandle.Write` into a `Clone`", Fmt.Rate(CfIops), "1.00×", "—");
             foreach (var (k, v) in HostIops) t.Add(k, Fmt.Rate(v), Fmt.Ratio(CfIops / v), Fmt.Count(HostExtents.GetValueOrDefault(k)));
             sb.Append(t);
             foreach (var (k, v) in HostIops.Where(kv => kv.Key.StartsWith("XFS", StringComparison.Ordinal)))
