@@ -40,3 +40,22 @@ scratch_parent() {
     fstype="$(df --output=fstype "$1" | tail -1 | tr -d ' ')"
     [[ "$fstype" != tmpfs && "$fstype" != ramfs ]] || die "$1 is on $fstype; pass --dir on a real disk"
 }
+
+# Servers the NBD scripts start, by key: stop_server KEY sends SIGTERM, waits up to 60 s (cowfish
+# makes acknowledged writes durable and exits 0), then kills. servers_cleanup NAME stops them all
+# and removes $work unless $keep; the scripts install it as their EXIT trap.
+declare -A server_pid=()
+stop_server() {
+    local pid="${server_pid[$1]:-}"
+    [[ -n "$pid" ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "server_pid[$1]"
+}
+servers_cleanup() {
+    local key
+    for key in "${!server_pid[@]}"; do stop_server "$key"; done
+    if ((keep)); then echo "$1: scratch directory kept: $work" >&2; else rm -rf "$work"; fi
+}

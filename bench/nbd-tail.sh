@@ -55,22 +55,7 @@ build_cowfish
 scratch_parent "$parent"
 work="$(mktemp -d "$parent/cowfish-tail.XXXXXX")"
 mkdir -p "$work/logs" "$work/results"
-declare -A server_pid=()
-stop_server() {
-    local pid="${server_pid[$1]:-}"
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "server_pid[$1]"
-}
-cleanup() {
-    local key
-    for key in "${!server_pid[@]}"; do stop_server "$key"; done
-    if ((keep)); then echo "nbd-tail.sh: scratch directory kept: $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+trap 'servers_cleanup nbd-tail.sh' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }

@@ -79,23 +79,7 @@ build_cowfish
 scratch_parent "$parent"
 work="$(mktemp -d "$parent/cowfish-nbd.XXXXXX")"
 mkdir -p "$work/logs" "$work/sock"
-declare -A server_pid=()
-
-stop_server() { # KEY: SIGTERM, then wait (cowfish makes acknowledged writes durable and exits 0)
-    local pid="${server_pid[$1]:-}"
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    unset "server_pid[$1]"
-}
-cleanup() {
-    local key
-    for key in "${!server_pid[@]}"; do stop_server "$key"; done
-    if ((keep)); then echo "nbd.sh: scratch directory kept: $work" >&2; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+trap 'servers_cleanup nbd.sh' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
