@@ -56,9 +56,9 @@ internal sealed class Node
         _offsets = offsets;
     }
 
-    /// <summary>A blank node for a <see cref="PagePool"/>: a full page, room for every entry it can hold, and a list for dirty children.</summary>
     private Node(byte[] page, ushort[] offsets, List<Node?> childList) : this(TreeKind.Plain, 0, page, offsets) => _childList = childList;
 
+    /// <summary>A blank node for a <see cref="PagePool"/>: a full page, room for every entry it can hold, and a list for dirty children.</summary>
     internal static Node NewPooled() => new(GC.AllocateUninitializedArray<byte>(PagePool.PageSize, pinned: true),
         GC.AllocateUninitializedArray<ushort>(PagePool.PageSize / LeafEntryOverhead, pinned: true), new List<Node?>(64));
 
