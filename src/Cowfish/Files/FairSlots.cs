@@ -41,33 +41,20 @@ internal sealed class FairSlots(int slots)
         }
     }
 
-    /// <summary>Gives back <paramref name="n"/> slots, admitting the first waiters.</summary>
-    public void Release(int n)
+    /// <summary>Gives back one slot: to the first waiter, if any.</summary>
+    public void Release()
     {
-        Waiter? first = null;
-        while (true)
+        Waiter? next = null;
+        lock (_gate)
         {
-            Waiter? next = null;
-            lock (_gate)
-            {
-                _free += n;
-                n = 0;
-                if (_free > 0 && _waiters.Count > 0)
-                {
-                    _free--;
-                    next = _waiters.Dequeue();
-                }
-            }
-            if (next is null) break;
-            lock (next)
-            {
-                next.Admitted = true;
-                Monitor.Pulse(next);
-            }
-            first ??= next;
+            if (_waiters.Count > 0) next = _waiters.Dequeue();
+            else _free++;
+        }
+        if (next is null) return;
+        lock (next)
+        {
+            next.Admitted = true;
+            Monitor.Pulse(next);
         }
     }
-
-    /// <summary>Free slots now (for tests and gauges).</summary>
-    public int Free { get { lock (_gate) return _free; } }
 }

@@ -406,7 +406,7 @@ public sealed partial class FileSystem
         try { Pool.ThrowIfUnusable(); }
         catch
         {
-            q.Slots.Release(1);
+            q.Slots.Release();
             throw;
         }
         lock (q.Gate)
@@ -419,8 +419,8 @@ public sealed partial class FileSystem
             ulong tree = request.Rec.Tree.Value;
             foreach (var (b, e) in request.Fresh)
                 for (uint i = 0; i < e.Count; i++) q.Pending[(tree, request.Ino, b + i)] = (request, e.DiskBlock(i), e.Crcs[i]);
-            if (request.Size is not null) q.Growth[(tree, request.Ino)] = ulong.MaxValue; // not a write: readers past the end wait
-            else if (!q.Growth.TryGetValue((tree, request.Ino), out ulong g) || g < request.GrowTo) q.Growth[(tree, request.Ino)] = request.GrowTo;
+            System.Diagnostics.Debug.Assert(request.Size is null, "a deferred request that is not a write");
+            if (!q.Growth.TryGetValue((tree, request.Ino), out ulong g) || g < request.GrowTo) q.Growth[(tree, request.Ino)] = request.GrowTo;
             if (q.Mapping) return;
             q.Mapping = true;
         }
@@ -537,7 +537,7 @@ public sealed partial class FileSystem
         var q = Queue;
         q.Deferred--;
         q.Finished++;
-        q.Slots.Release(1);
+        q.Slots.Release();
         ulong tree = r.Rec.Tree.Value;
         foreach (var (b, e) in r.Fresh)
             for (uint i = 0; i < e.Count; i++)
